@@ -1,0 +1,48 @@
+"""The environment files agree with each other, and the configuration keeps its promises."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pins(lines) -> dict[str, str]:
+    found = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if match := re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)", line):
+            found[match.group(1).lower()] = match.group(2)
+    return found
+
+
+def test_environment_yml_matches_requirements():
+    requirements = pins((ROOT / "requirements.txt").read_text().splitlines())
+    conda = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    assert pins(pip_section) == requirements
+
+
+def test_constraints_agree_with_requirements():
+    requirements = pins((ROOT / "requirements.txt").read_text().splitlines())
+    constraints = pins((ROOT / "constraints.txt").read_text().splitlines())
+    for name, version in requirements.items():
+        assert constraints.get(name) == version, f"{name}: requirements {version}, constraints {constraints.get(name)}"
+
+
+def test_book_build_fails_on_errors_and_uses_offline_mathjax():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "force"
+    assert config["execute"]["allow_errors"] is False
+    assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
+    assert "sphinx-mathjax-offline" in config["sphinx"]["extra_extensions"]
+    assert config["bibtex_bibfiles"] == ["book/references.bib"]
+    assert config["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
+    assert config["only_build_toc_files"] is True
+
+
+def test_makefile_never_hides_figures():
+    # MPLBACKEND=Agg silently removes every figure from executed notebooks.
+    for name in ("Makefile", ".ci/run"):
+        assert "MPLBACKEND" not in (ROOT / name).read_text()
