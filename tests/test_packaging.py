@@ -46,3 +46,17 @@ def test_makefile_never_hides_figures():
     # MPLBACKEND=Agg silently removes every figure from executed notebooks.
     for name in ("Makefile", ".ci/run"):
         assert "MPLBACKEND" not in (ROOT / name).read_text()
+
+
+def test_repository_url_is_the_configured_one_everywhere():
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    files = [ROOT / "README.md", ROOT / "pyproject.toml", *(ROOT / "notebooks").glob("*.py")]
+    for path in files:
+        for found in re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", path.read_text()):
+            assert found == url, f"{path.name}: {found} differs from _config.yml's repository.url {url}"
+
+
+def test_readme_example_runs():
+    """The README's Python example is real code: run it."""
+    example = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    exec(compile(example.replace("n_cells=1000", "n_cells=50"), "README.md", "exec"), {})
