@@ -50,7 +50,12 @@ def test_makefile_never_hides_figures():
 
 def test_repository_url_is_the_configured_one_everywhere():
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
-    files = [ROOT / "README.md", ROOT / "pyproject.toml", *(ROOT / "notebooks").glob("*.py")]
+    files = [
+        ROOT / "README.md",
+        ROOT / "pyproject.toml",
+        *(ROOT / "notebooks").glob("*.py"),
+        *(ROOT / "vcell_lib").glob("*.py"),
+    ]
     for path in files:
         for found in re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", path.read_text()):
             assert found == url, f"{path.name}: {found} differs from _config.yml's repository.url {url}"
