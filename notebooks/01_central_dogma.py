@@ -57,6 +57,7 @@ if "google.colab" in sys.modules:  # On Colab only: install the book's library.
 
 import matplotlib.pyplot as plt
 import numpy as np
+from scipy import stats
 
 from vcell_lib.biology import (
     GENETIC_CODE,
@@ -115,14 +116,16 @@ versions()
 # {term}`Splicing` cuts them out and joins the exons into the mature messenger RNA (mRNA).
 #
 # Here is a toy gene with three exons.
-# Its introns begin with `GT` and end with `AG`, as almost all real introns do: these are the signals the splicing machinery recognizes.
+# Its introns begin with `GT` and end with `AG`, as almost all real introns do.
+# Those two letters are the core of the signals the splicing machinery recognizes; a few more bases around them, a "branch point" inside the intron and a run of C and T before its end complete the signal (our toy introns have them too).
+# The start of exon 1 and the end of exon 3 are *untranslated regions* (UTRs): they are part of the mRNA but lie outside the protein-coding sequence.
 
 # %%
-exon1 = "GCCACCATGGCTTCTAAAGGC"  # contains the start codon ATG
+exon1 = "GCCACCATGGCTTCTAAAGGC"  # a 5' UTR (GCCACC), then the start codon ATG
 intron1 = "GTAAGTATCTTTCTTTTCCCAG"
-exon2 = "GAAGAGCTGTTCACTGGC"  # 18 bases: a multiple of 3
+exon2 = "GAAGAGCTAAGCACTGGC"  # 18 bases: a multiple of 3
 intron2 = "GTGAGTACTAACTCTTTCTTGCAG"
-exon3 = "GTGGTGCCCATCCTGTAAGCGGCC"  # contains the stop codon TAA
+exon3 = "GTGGTGCCCATCCTGTAAGCGGCC"  # the stop codon TAA, then a 3' UTR (GCGGCC)
 gene = exon1 + intron1 + exon2 + intron2 + exon3
 
 
@@ -132,10 +135,10 @@ def piece_intervals(*pieces: str) -> list[tuple[int, int]]:
     return [(int(end - len(p)), int(end)) for p, end in zip(pieces, ends)]
 
 
-exon_1, _, exon_2, _, exon_3 = piece_intervals(exon1, intron1, exon2, intron2, exon3)
+span1, _, span2, _, span3 = piece_intervals(exon1, intron1, exon2, intron2, exon3)
 pre_mrna = transcribe(gene)
-isoform_1 = splice(pre_mrna, [exon_1, exon_2, exon_3])  # all exons
-isoform_2 = splice(pre_mrna, [exon_1, exon_3])  # exon 2 skipped
+isoform_1 = splice(pre_mrna, [span1, span2, span3])  # all exons
+isoform_2 = splice(pre_mrna, [span1, span3])  # exon 2 skipped
 print(f"gene      {len(gene):3d} bases  {gene}")
 print(f"pre-mRNA  {len(pre_mrna):3d} bases  {pre_mrna}")
 print(f"isoform 1 {len(isoform_1):3d} bases  {isoform_1}")
@@ -192,7 +195,8 @@ ax.set(
 plt.show()
 
 # %% [markdown]
-# A protein-coding mRNA of 1,000 bases encodes a protein of about 330 amino acids.
+# A coding sequence of 1,000 bases (UTRs excluded) encodes a protein of about 330 amino acids.
+# The translating machine is the *ribosome*; the protein then folds into its working shape.
 # Proteins do the cell's work: they catalyse reactions, build structures, and, crucially for us, some of them, the {term}`transcription factors <transcription factor>`, bind DNA and switch *other* genes on or off.
 # That wiring makes the cell a network: silence one gene and its effect can ripple through many others.
 
@@ -205,7 +209,9 @@ plt.show()
 # Stacking cells gives a count matrix $X$ with cells in rows and genes in columns, the object at the centre of every later chapter.
 #
 # Two facts shape everything that follows.
-# First, the numbers are small: a typical gene has a handful of mRNA molecules in a cell, or none, because each molecule lives only a few hours before it is degraded {cite}`schwanhausser2011`.
+# First, the numbers are small: in mouse fibroblasts a typical gene has around 17 mRNA molecules per cell, and each lives about 9 hours before it is degraded {cite}`schwanhausser2011`; many genes have far fewer.
+# Synthesis is slow compared with decay, so few molecules are present at any moment.
+# (Our simulations below use faster, toy rates so that they finish in seconds.)
 # Second, the experiment sees only a fraction $\eta$ of the molecules, the {term}`capture efficiency`.
 # To understand the data, we first need to understand where the molecules come from.
 
@@ -268,7 +274,7 @@ print(
 # %% [markdown]
 # The rates above mean: the promoter turns on about once every 10 hours ($1/k_\text{on}$), stays on for about 2 hours ($1/k_\text{off}$), and makes 10 mRNAs per hour while on, so each {term}`burst` yields on average $k_\text{tx}/k_\text{off} = 20$ molecules.
 # Each mRNA lives about 5 hours ($1/k_\text{deg}$).
-# For comparison we also simulate a *constitutive* gene, one that is always on ($k_\text{off} = 0$), tuned to have the same average.
+# For comparison we also simulate a *constitutive* gene, one that never switches off ($k_\text{off} = 0$; it starts OFF and switches on within about an hour), tuned to have the same average.
 
 # %% tags=["hide-input"]
 mean_bursty, _ = telegraph_moments(bursty)
@@ -277,7 +283,7 @@ constitutive = GeneKinetics(
 )
 c_times, _, c_counts = gillespie_telegraph(constitutive, t_max=100.0, rng=rng)
 
-fig, axes = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True)
+fig, axes = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True, sharey=True)
 ax = axes[0]
 ax.step(times, counts, where="post", color=PALETTE["perturbed"])
 on_intervals = np.flatnonzero(np.diff(states.astype(int)) == 1)
@@ -298,12 +304,13 @@ axes[1].set(
 plt.show()
 
 # %% [markdown]
-# The bursty gene spends long stretches with no mRNA at all, then jumps to dozens of molecules; the constitutive gene wanders around its mean.
-# Both have the same average, so a bulk measurement of many cells could not tell them apart.
+# Both cells start with no mRNA.
+# After that, the bursty gene alternates between stretches with few or no molecules and sudden jumps to dozens; the constitutive gene wanders around its mean.
+# Both have the same average, so a *bulk* measurement, which grinds up many cells and reports their total, could not tell them apart.
 # A single-cell measurement can.
 #
 # The library function `simulate_expression` runs the same algorithm for many cells and genes at once (the loop is vectorized over cells), and adds translation, protein decay and regulation between genes, which we use below.
-# Before trusting it, we check that it agrees with our dozen lines: both should give the same distribution of counts across cells after 60 hours.
+# Before trusting it, we check that it agrees with our dozen lines: both should give the same distribution of counts across cells after 60 hours (same mean, same spread, same share of zeros).
 
 # %%
 by_hand = np.array([gillespie_telegraph(bursty, 60.0, rng)[2][-1] for _ in range(300)])
@@ -320,6 +327,12 @@ standard_error = np.sqrt(
     by_hand.var() / len(by_hand) + by_library.var() / len(by_library)
 )
 assert abs(by_hand.mean() - by_library.mean()) < 4 * standard_error
+for name, x in (("by hand", by_hand), ("library", by_library)):
+    print(
+        f"{name:8s} Fano factor {x.var() / x.mean():5.1f}, cells with no mRNA {np.mean(x == 0):.0%}"
+    )
+# And the whole distributions: a two-sample Kolmogorov-Smirnov test finds no difference.
+assert stats.ks_2samp(by_hand, by_library).pvalue > 0.01
 
 # %% [markdown]
 # ## From one cell in time to many cells at one moment
@@ -341,19 +354,18 @@ assert abs(by_hand.mean() - by_library.mean()) < 4 * standard_error
 # $$
 #
 # A Poisson count has {term}`Fano factor` 1.
-# When bursts are short and rare ($b \gg a, 1$), the Fano factor is about $1 + k_\text{tx}/k_\text{off}$: one plus the mean burst size.
+# When the promoter switches off much faster than mRNA decays and than it switches on ($b \gg a$ and $b \gg 1$), bursts are short and rare and the Fano factor is about $1 + k_\text{tx}/k_\text{off}$: one plus the mean burst size.
+# Our gene is only halfway there ($b = 2.5$), so its Fano factor is well above one but below $1 + 20$.
 # Bursty genes are *overdispersed*.
 # Let us compare the simulated population with the exact distribution (`telegraph_pmf`) and with a Poisson distribution of the same mean.
 
 # %% tags=["hide-input"]
-from scipy import stats
-
 mean, variance = telegraph_moments(bursty)
 grid = np.arange(0, 120)
 fig, ax = plt.subplots(figsize=(7, 3.6))
 ax.hist(
     by_library,
-    bins=np.arange(0, 121, 2),
+    bins=np.arange(-0.5, 120.5),  # one bin per count, to compare with the probabilities
     density=True,
     color=PALETTE["control"],
     alpha=0.6,
@@ -378,7 +390,7 @@ ax.set(
     xlabel="mRNA molecules in a cell",
     ylabel="fraction of cells",
     title="A bursty gene across a population",
-    xlim=(0, 100),
+    xlim=(-0.5, 100),
 )
 ax.legend()
 plt.show()
@@ -408,14 +420,15 @@ assert fano > 4  # a Poisson count would give about 1
 # \operatorname{Fano}(x) = 1 + \eta\,\bigl(\operatorname{Fano}(m) - 1\bigr) .
 # $$
 #
-# With $\eta = 0.1$, a toy value in the range of droplet experiments, our bursty gene is seen like this:
+# In droplet experiments each cell is sealed in a tiny droplet with beads that carry its cell barcode, so efficiencies are modest.
+# With $\eta = 0.1$, a toy value, our bursty gene is seen like this:
 
 # %%
 eta = 0.1
 observed = capture(by_library, efficiency=eta, seed=2)
 fano_observed = observed.var() / observed.mean()
 print(
-    f"observed: mean {observed.mean():.2f} UMIs, Fano factor {fano_observed:.2f} (theory {1 + eta * (fano - 1):.2f})"
+    f"observed: mean {observed.mean():.2f} UMIs, Fano factor {fano_observed:.2f} (formula applied to the simulated Fano {1 + eta * (fano - 1):.2f})"
 )
 print(
     f"cells with zero counts: {np.mean(observed == 0):.0%} (true mRNA zero in {np.mean(by_library == 0):.0%})"
@@ -424,10 +437,13 @@ assert abs(fano_observed - (1 + eta * (fano - 1))) < 0.5
 
 # %% [markdown]
 # Most cells now show zero, even though most of them did contain the mRNA.
-# These zeros are what sampling a small number predicts, not a special failure mode: for droplet data, a Poisson-type or negative binomial model with no extra "zero inflation" fits well {cite}`svensson2020,grun2014`.
+# These zeros are what sampling a small number predicts, not a special failure mode: for UMI data, a Poisson-type or negative binomial model with no extra "zero inflation" fits well {cite}`svensson2020,grun2014`.
 #
 # Across genes, the signature of bursting plus sampling is a variance that grows faster than the mean.
-# In the limit of short bursts the telegraph distribution becomes a negative binomial, whose variance is $\mu + \mu^2/r$ with $r = k_\text{on}/k_\text{deg}$ {cite}`shahrezaei2008`; this is why single-cell counts are modelled with negative binomials (chapter 3 builds the full noise model on it).
+# In the limit of short bursts the telegraph distribution becomes a negative binomial, whose variance is $\mu + \mu^2/r$ with $r = k_\text{on}/k_\text{deg}$ (derived for proteins by {cite}`shahrezaei2008`; the same argument holds for mRNA).
+# Thinning keeps it negative binomial with the same $r$.
+# Bursting is not the only source of extra variance: cells also differ in size, in cell-cycle stage and in how many molecules are captured from them.
+# All of this is why single-cell counts are modelled with negative binomials; chapter 3 builds the full noise model on it.
 # To see it for many genes at once we draw from the exact stationary distribution (`sample_stationary`, which we just validated), instead of simulating every molecule.
 
 # %% tags=["hide-input"]
@@ -478,19 +494,23 @@ print(
 # %% [markdown]
 # ## Silencing a gene: CRISPRi versus knockout
 #
-# Two CRISPR tools dominate genetic screens read out by single-cell sequencing, such as Perturb-seq {cite}`dixit2016,replogle2022`.
+# Two CRISPR tools dominate genetic screens read out by single-cell sequencing, such as {term}`Perturb-seq` {cite}`dixit2016,replogle2022`.
 #
-# - A **{term}`knockout`** uses the Cas9 nuclease to cut the gene's DNA. The cell's error-prone repair usually inserts or deletes a few bases; if that shifts the reading frame, translation hits an early stop codon and no functional protein is made. Such mRNAs are partly destroyed by nonsense-mediated decay {cite}`maquat2004`, but often remain detectable.
-# - **{term}`CRISPRi`** uses a "dead" Cas9 (dCas9) that cannot cut, fused to a repressor domain (KRAB), and guides it to the gene's promoter {cite}`qi2013,gilbert2013`. The DNA is untouched; transcription is suppressed. The mRNA itself falls, usually not to zero: a *knockdown*.
+# Both use the Cas9 protein, which a short {term}`guide RNA` steers to the matching 20-letter stretch of the genome.
+# In a pooled screen (Perturb-seq), each cell receives one guide at random, and the guide's identity is read out alongside the cell's transcriptome, so thousands of perturbations are measured in one experiment.
+#
+# - A **{term}`knockout`** uses Cas9 as a nuclease: it cuts the gene's DNA. The cell's error-prone repair often inserts or deletes a few bases; if that shifts the {term}`reading frame`, translation hits an early stop codon and no functional protein is made. Such mRNAs are partly destroyed by {term}`nonsense-mediated decay` {cite}`maquat2004`, but often remain detectable. Not every cell is hit: some repairs keep the frame, some cells are never edited, and protein made before the cut takes time to decay.
+# - **{term}`CRISPRi`** uses a "dead" Cas9 (dCas9) that cannot cut, guided to the gene's promoter. dCas9 alone blocks transcription {cite}`qi2013`; fused to the KRAB repressor domain, it also makes the cell pack the surrounding DNA into silent heterochromatin, which works well in human cells {cite}`gilbert2013`. The DNA sequence is untouched; transcription is suppressed. The mRNA itself falls, usually not to zero: a *knockdown*.
 #
 # The Virtual Cell Challenge uses CRISPRi {cite}`roohani2025`, so the target gene's own mRNA drops, and the task is to predict what happens to all the *other* genes.
 # (The real data we explore in chapter 2 come from a knockout screen {cite}`papalexi2021`, which is why the target's mRNA is a less reliable readout there.)
 #
 # We model both on a small network.
 # A {term}`transcription factor` `TF` activates gene `UP` and represses gene `DOWN`: its protein multiplies their promoters' switch-on rate by a Hill function of the protein count, $P^n/(K^n+P^n)$ for activation and $K^n/(K^n+P^n)$ for repression.
+# The Hill function is a smooth switch: it is one half when the protein count $P$ equals the threshold $K$, and the exponent $n$ sets how sharp the switch is.
 # A fourth gene, `OTHER`, is not connected.
 # In our model, CRISPRi reduces the TF's burst frequency $k_\text{on}$ by 90% (`crispri`); the knockout sets translation of functional protein to zero and makes mRNA decay three times faster (`knockout`).
-# These are modelling choices, simple and qualitatively right, not measured constants.
+# These are modelling choices, simple and qualitatively right, not measured constants; for instance, every cell here is edited, and real human cells carry two copies (alleles) of each gene that burst independently.
 
 # %%
 tf = GeneKinetics("TF", k_on=0.3, k_off=0.3, k_tx=4.0, k_tl=0.5)
@@ -534,7 +554,7 @@ for name in runs:
     )
 
 # %% [markdown]
-# Starting from cells with no molecules, the populations settle within about 60 hours: proteins live about 20 hours ($1/k_\text{pdeg}$), and `UP` must wait for the TF protein to accumulate.
+# Starting from cells with no molecules, the populations settle within about 80 hours: proteins live about 20 hours ($1/k_\text{pdeg}$), and `UP` must wait for the TF protein to accumulate.
 # We read the populations at 150 hours, well after that.
 
 # %% tags=["hide-input"]
@@ -587,7 +607,7 @@ plt.show()
 # Downstream, less TF protein means less `UP` and more `DOWN`, and the gene outside the network does not move.
 # This is the kind of ripple a virtual cell must predict, for 18,000 genes instead of four.
 #
-# The challenge summarizes a perturbation by how the average log-expression of each gene changes, $\delta_g = \overline{\log(1+x_g)}_\text{perturbed} - \overline{\log(1+x_g)}_\text{control}$ (chapters 4 to 8 make this precise).
+# The challenge summarizes a perturbation by how the average log-expression of each gene changes, $\delta_g = \overline{\log(1+x_g)}_\text{perturbed} - \overline{\log(1+x_g)}_\text{control}$ (chapters 4 to 8 make this precise; there the counts are first normalized for each cell's total, a step we skip here).
 # Here is that effect vector for both tools, computed on what the sequencer would see:
 
 # %%
@@ -629,7 +649,7 @@ print(
 )
 
 # %% [markdown]
-# Even for a gene whose average falls several-fold, single cells often disagree or tie.
+# Even for a gene whose average falls several-fold, a random pair of cells often ties and sometimes points the wrong way, as the numbers above show.
 # One cell tells you little; the effect of a perturbation is a property of a *population*, measured against control cells.
 # This is why the challenge asks for predicted populations of cells, and why chapter 3 asks how many cells it takes to see an effect.
 
@@ -638,7 +658,7 @@ print(
 #
 # - Genes are stretches of DNA; transcription copies them into pre-mRNA, splicing removes introns and can skip exons to make isoforms, and translation reads codons into a protein.
 # - A single-cell transcriptome is a vector of mRNA counts, one per gene; the experiment captures only a fraction of the molecules.
-# - Transcription happens in bursts. The telegraph model, simulated exactly with Gillespie's algorithm, predicts Poisson-Beta counts with Fano factor about one plus the burst size: overdispersed, with many zeros.
+# - Transcription happens in bursts. The telegraph model, simulated exactly with Gillespie's algorithm, predicts Poisson-Beta counts: overdispersed (Fano factor up to one plus the burst size, when bursts are short and rare), with many zeros.
 # - Capture thins the counts binomially: the mean shrinks by $\eta$, the Fano factor moves towards one, and zeros multiply without any special "dropout" process.
 # - CRISPRi silences a gene at its promoter, so its mRNA drops; a knockout destroys the protein while the mRNA may remain. Either way, the effect propagates through the regulatory network to other genes.
 # - Perturbation effects are shifts of distributions over many cells, measured against controls: this is what a virtual cell predicts.
@@ -647,7 +667,7 @@ print(
 # ## Exercises
 #
 # **1. Constitutive versus bursty.**
-# The constitutive gene above is always on ($k_\text{off} = 0$).
+# The constitutive gene above never switches off ($k_\text{off} = 0$).
 # Predict its Fano factor from the formula, then check it with `telegraph_moments` and with a simulated population.
 
 # %% tags=["hide-cell"]
@@ -678,7 +698,8 @@ assert np.mean(observed_b == 0) > poisson_zero
 # %% [markdown]
 # **3. A frameshift.**
 # Delete one base from exon 2 of the toy gene and translate the isoform that includes it.
-# What happens to the protein, and why would the cell destroy such an mRNA?
+# What happens to the protein?
+# Nonsense-mediated decay destroys an mRNA when its stop codon lies more than about 50 bases before the last exon-exon junction: would it destroy this one?
 
 # %% tags=["hide-cell"]
 # Solution. Exon 2 is no longer a multiple of 3, so every codon after it is read in the wrong frame.
@@ -687,21 +708,29 @@ first, _, second, _, third = piece_intervals(*pieces)
 shifted = splice(transcribe("".join(pieces)), [first, second, third])
 print("in frame:  ", protein_1)
 print("frameshift:", translate(shifted))
-# The shifted protein differs after exon 1 and ends at the first stop codon of the new frame
-# (or, as here, at the end of the mRNA).
-# Such premature stops are what nonsense-mediated decay detects: knockouts work this way.
-assert translate(shifted) != protein_1
+# In the new frame exon 2 reads AAG AGC TAA: a premature stop, starting 11 bases before the
+# exon 2-exon 3 junction. The protein is cut short. That stop is too close to the last junction for
+# nonsense-mediated decay, so this toy mRNA would survive; in real genes, with many exons,
+# most frameshifts put a stop far upstream of the last junction, and knockouts work this way.
+assert translate(shifted) == protein_1[:codons_in_exon1] + "K" + "S"
+stop = transcribe(exon1 + exon2[1:]).find("UAA", len(exon1))
+assert len(exon1 + exon2[1:]) - stop == 11
 
 # %% [markdown]
 # **4. Is the network's response linear?**
-# Simulate CRISPRi of `TF` with efficiencies 0.3, 0.6 and 0.9 and plot the mean `UP` mRNA against the mean TF protein.
+# Simulate CRISPRi of `TF` with efficiencies from 0.3 to 0.99 and plot the mean `UP` mRNA against the mean TF protein, both relative to the control.
 # Is the response proportional? Which part of the model decides?
 
 # %% tags=["hide-cell"]
-# Solution. The Hill function P^2 / (60^2 + P^2) is sigmoidal: UP barely moves while TF protein
-# stays well above the threshold K = 60, then drops steeply below it.
+# Solution. Not proportional. On log-log axes a proportional response is the dashed line of
+# slope 1. Near the control level the slope is well below 1: UP is buffered, because its
+# promoter already switches on about as often as it can. Towards strong knockdowns the slope
+# climbs to about 1 or more: far below the threshold K = 60 the Hill function is about
+# (P / K)^2, which alone would make UP fall faster than TF, but cells that keep more TF than
+# average keep UP going, and this smooths the switch. The lesson for models: the effect of a
+# knockdown depends non-linearly on its strength.
 sweep = {}
-for efficiency in (0.0, 0.3, 0.6, 0.9):
+for efficiency in (0.0, 0.3, 0.6, 0.9, 0.95, 0.99):
     run = simulate_expression(
         [crispri(tf, efficiency), up, down, other],
         network,
@@ -712,12 +741,24 @@ for efficiency in (0.0, 0.3, 0.6, 0.9):
     )
     sweep[efficiency] = (run.protein[:, -1, 0].mean(), run.final_mrna()[:, 1].mean())
     print(
-        f"efficiency {efficiency:.1f}: TF protein {sweep[efficiency][0]:6.1f}, UP mRNA {sweep[efficiency][1]:5.2f}"
+        f"efficiency {efficiency:.2f}: TF protein {sweep[efficiency][0]:6.1f}, UP mRNA {sweep[efficiency][1]:5.2f}"
     )
-fig, ax = plt.subplots(figsize=(4.5, 3.2))
-ax.plot(*zip(*sweep.values()), "o-", color=PALETTE["perturbed"])
-ax.set(xlabel="mean TF protein", ylabel="mean UP mRNA", title="A non-linear response")
+tf_means, up_means = np.array(list(sweep.values())).T
+tf_level, up_level = tf_means / tf_means[0], up_means / up_means[0]
+fig, ax = plt.subplots(figsize=(4.5, 3.4))
+ax.loglog(tf_level, up_level, "o-", color=PALETTE["perturbed"], label="simulated")
+ax.loglog(tf_level, tf_level, ls="--", color=PALETTE["control"], label="proportional")
+ax.set(
+    xlabel="TF protein (fraction of control)", ylabel="UP mRNA (fraction of control)"
+)
+ax.set_title("Buffered near control")
+ax.legend()
 plt.show()
+slope_near_control = np.log(up_level[2]) / np.log(
+    tf_level[2]
+)  # control to 60% knockdown
+print(f"log-log slope from control to a 60% knockdown: {slope_near_control:.2f}")
+assert slope_near_control < 0.9  # buffered
 
 # %% [markdown]
 # ## References
