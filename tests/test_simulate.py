@@ -1,0 +1,116 @@
+"""Unit tests of vcell_lib.simulate (chapter 03): the simulator is reproducible and recovers its own truth."""
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from vcell_lib.data import CONTROL, load_perturbation_data, normalize_log1p, pseudobulk
+from vcell_lib.simulate import SimulationParams, simulate_perturbseq, true_effects
+
+TINY = {"n_genes": 60, "n_perturbations": 6, "cells_per_perturbation": 20, "n_control_cells": 40}
+
+
+def estimated_effects(adata: ad.AnnData):
+    """Pseudobulk log1p effect of every (context, perturbation), aligned with true_effects."""
+    bulk = pseudobulk(normalize_log1p(adata), by=["cell_type", "target_gene"])
+    table = {tuple(k): row for k, row in zip(bulk.obs[["cell_type", "target_gene"]].to_numpy(), bulk.X)}
+    truth = true_effects(adata)
+    estimate = np.stack([table[(c, p)] - table[(c, CONTROL)] for c, p in truth.index])
+    return estimate, truth.to_numpy()
+
+
+def test_same_seed_same_data_and_standard_form(tmp_path):
+    a = simulate_perturbseq(seed=3, **TINY)
+    b = simulate_perturbseq(SimulationParams(**TINY), seed=3)
+    c = simulate_perturbseq(seed=4, **TINY)
+    assert (a.X != b.X).nnz == 0 and (a.X != c.X).nnz > 0
+    n_cells = 2 * (40 + 6 * 20)
+    assert a.shape == (n_cells, 60) and a.X.dtype == np.float32
+    assert set(a.obs["cell_type"]) == {"context_A", "context_B"}
+    assert (a.obs["target_gene"] == CONTROL).sum() == 80
+    assert a.uns["simulation"]["seed"] == 3 and a.uns["simulation"]["n_genes"] == 60
+    load_perturbation_data(a)  # valid raw counts in the book's standard form
+    a.write_h5ad(tmp_path / "sim.h5ad")  # the truth survives a round trip to disk
+    back = ad.read_h5ad(tmp_path / "sim.h5ad")
+    np.testing.assert_array_equal(true_effects(back).to_numpy(), true_effects(a).to_numpy())
+
+
+def test_truth_has_the_knockdown_and_the_network():
+    adata = simulate_perturbseq(seed=0, **TINY)
+    truth = true_effects(adata)
+    assert truth.shape == (2 * 6, 60)
+    perturbations = list(adata.uns["truth"]["perturbations"])
+    self_effects = np.array([truth.loc[(c, p), p] for c, p in truth.index])
+    assert (self_effects < -1).all()  # the silenced gene itself falls several-fold
+    regulators = adata.var["is_regulator"]
+    for p in perturbations:
+        downstream = (truth.xs(p, level="target_gene").drop(columns=p).abs() > 1e-12).any(axis=None)
+        assert downstream == bool(regulators[p]), p  # only regulators have downstream effects
+    a, b = truth.xs("context_A", level="cell_type"), truth.xs("context_B", level="cell_type")
+    assert not np.allclose(a.to_numpy(), b.to_numpy())  # the network differs between contexts
+
+
+def test_cell_level_knockdown_and_escape():
+    adata = simulate_perturbseq(seed=1, n_genes=50, n_perturbations=5, cells_per_perturbation=400, escape_fraction=0.2)
+    obs = adata.obs
+    control = obs["target_gene"] == CONTROL
+    assert (obs.loc[control, "knockdown"] == 0).all() and not obs.loc[control, "escaped"].any()
+    escaped = obs.loc[~control, "escaped"].mean()
+    assert abs(escaped - 0.2) < 0.03
+    working = obs.loc[~control & ~obs["escaped"], "knockdown"]
+    assert abs(working.mean() - 0.85) < 0.02 and working.between(0, 1).all()
+
+
+def test_simulator_recovers_its_truth_better_with_more_cells():
+    correlations = {}
+    for cells in (10, 200):
+        estimate, truth = estimated_effects(simulate_perturbseq(seed=2, n_genes=300, cells_per_perturbation=cells))
+        correlations[cells] = np.median([np.corrcoef(e, t)[0, 1] for e, t in zip(estimate, truth)])
+    assert correlations[200] > 0.7
+    assert correlations[200] > correlations[10] + 0.2
+
+
+def test_noise_terms_can_be_switched_off():
+    quiet = {"batch_sd": 0.0, "batch_depth_sd": 0.0, "n_programs": 0, "size_sd": 0.0, "context_sd": 0.0}
+    adata = simulate_perturbseq(seed=5, n_genes=200, n_perturbations=2, n_control_cells=2000, **quiet)
+    controls = normalize_log1p(adata[adata.obs["target_gene"] == CONTROL].copy())
+    by_batch = pseudobulk(controls, by="batch").X
+    assert np.abs(by_batch[0] - by_batch[1]).mean() < 0.03  # no batch effect beyond sampling noise
+    loud = simulate_perturbseq(seed=5, n_genes=200, n_perturbations=2, n_control_cells=2000, **{**quiet, "batch_sd": 0.5})
+    controls = normalize_log1p(loud[loud.obs["target_gene"] == CONTROL].copy())
+    by_batch = pseudobulk(controls, by="batch").X
+    assert np.abs(by_batch[0] - by_batch[1]).mean() > 0.1
+    assert adata.obsm["programs"].shape == (adata.n_obs, 0)
+
+
+def test_more_capture_means_more_umis():
+    low = simulate_perturbseq(seed=6, capture_mean=0.05, **TINY)
+    high = simulate_perturbseq(seed=6, capture_mean=0.3, **TINY)
+    ratio = high.X.sum() / low.X.sum()
+    assert 4 < ratio < 8  # about 0.3 / 0.05 = 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"n_genes": 0}, "n_genes"),
+        ({"n_perturbations": 2.5}, "n_perturbations"),
+        ({"n_perturbations": 100, "n_genes": 50}, "n_perturbations"),
+        ({"escape_fraction": 1.5}, "escape_fraction"),
+        ({"knockdown_mean": 1.0}, "knockdown_mean"),
+        ({"capture_mean": 0.0}, "capture_mean"),
+        ({"total_molecules": -5.0}, "total_molecules"),
+        ({"batch_sd": float("nan")}, "batch_sd"),
+        ({"n_control_cells": -1}, "n_control_cells"),
+    ],
+)
+def test_bad_parameters_are_named(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        simulate_perturbseq(**kwargs)
+    with pytest.raises(TypeError):
+        simulate_perturbseq(n_cells=3)  # not a parameter: Python's own error names it
+
+
+def test_true_effects_needs_simulated_data():
+    with pytest.raises(ValueError, match="simulate_perturbseq"):
+        true_effects(ad.AnnData(X=np.zeros((2, 2))))

@@ -1,0 +1,265 @@
+"""Synthetic Perturb-seq with known ground truth, built term by term on the noise model.
+
+Taught in chapter 03. In log space, a perturbed cell's expected expression is
+
+    log lambda_ig = mu_cg  +  k_i * r_cpg  +  (L^T z_i)_g  +  beta_bg
+                    basal     T_p: knockdown   H: cell        batch
+                    program   through the GRN  programs       effect
+
+and its observed counts are eps: molecules ~ NegativeBinomial(M_i * lambda_ig / Z_c, theta_g),
+then each molecule is captured with probability eta_i (Binomial thinning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import special
+from tqdm.auto import tqdm
+
+from vcell_lib.data import BATCH, CELL_TYPE, CONTROL, PERT
+
+__all__ = ["SimulationParams", "simulate_perturbseq", "true_effects"]
+
+
+@dataclass(frozen=True)
+class SimulationParams:
+    """Every knob of `simulate_perturbseq`, with the defaults used in the book. Taught in chapter 03."""
+
+    n_genes: int = 500
+    n_perturbations: int = 30
+    n_contexts: int = 2
+    cells_per_perturbation: int = 100  # per context
+    n_control_cells: int = 400  # per context
+    n_batches: int = 2
+    # basal programs X_0
+    context_sd: float = 0.5  # how much contexts differ, per gene (log scale)
+    # the gene regulatory network and T_p
+    regulator_fraction: float = 0.1
+    targets_per_regulator: int = 12
+    edge_weight_sd: float = 0.6
+    edge_keep: float = 0.75  # each edge is active in a context with this probability
+    network_depth: int = 3
+    perturb_regulators: float = 0.8  # fraction of perturbations that target a regulator
+    knockdown_mean: float = 0.85  # mean CRISPRi efficiency
+    knockdown_concentration: float = 10.0  # Beta concentration of the per-cell efficiency
+    escape_fraction: float = 0.1  # cells whose guide did not work
+    # heterogeneity H
+    n_programs: int = 2
+    program_gene_fraction: float = 0.1
+    program_sd: float = 0.5
+    # technical noise eps
+    total_molecules: float = 50_000.0  # median mRNA molecules per cell
+    size_sd: float = 0.3  # log-scale spread of cell size
+    capture_mean: float = 0.1
+    capture_concentration: float = 50.0
+    dispersion_median: float = 2.0  # NB inverse dispersion theta
+    batch_sd: float = 0.1  # per-gene log shift per batch
+    batch_depth_sd: float = 0.2  # per-batch log shift of capture
+
+    def __post_init__(self) -> None:
+        for name in ("n_genes", "n_perturbations", "n_contexts", "cells_per_perturbation", "n_batches"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("n_control_cells", "n_programs", "targets_per_regulator", "network_depth"):
+            value = getattr(self, name)
+            if int(value) != value or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.n_perturbations > self.n_genes:
+            raise ValueError(f"n_perturbations ({self.n_perturbations}) cannot exceed n_genes ({self.n_genes})")
+        for name in (
+            "regulator_fraction",
+            "edge_keep",
+            "perturb_regulators",
+            "escape_fraction",
+            "program_gene_fraction",
+        ):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        for name in ("knockdown_mean", "capture_mean"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+        for name in ("knockdown_concentration", "capture_concentration", "total_molecules", "dispersion_median"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name in ("context_sd", "edge_weight_sd", "program_sd", "size_sd", "batch_sd", "batch_depth_sd"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def _network(
+    params: SimulationParams, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Regulator flags and the edge list (source, target, weight) of a random sparse GRN."""
+    g = params.n_genes
+    n_regulators = max(1, round(params.regulator_fraction * g))
+    regulators = rng.choice(g, n_regulators, replace=False)
+    is_regulator = np.zeros(g, dtype=bool)
+    is_regulator[regulators] = True
+    sources, targets = [], []
+    for s in regulators:
+        candidates = np.setdiff1d(np.arange(g), [s])
+        chosen = rng.choice(candidates, min(params.targets_per_regulator, g - 1), replace=False)
+        sources += [s] * len(chosen)
+        targets += list(chosen)
+    weights = rng.normal(0.0, params.edge_weight_sd, len(sources))
+    return is_regulator, np.array(sources, dtype=np.int64), np.array(targets, dtype=np.int64), weights
+
+
+def _response(
+    params: SimulationParams,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+    active: np.ndarray,
+    pert_genes: np.ndarray,
+) -> np.ndarray:
+    """Per unit log-knockdown of each perturbed gene, the log change of every gene: (perturbations, genes).
+
+    The target itself changes by 1 unit; effects flow along active edges, summed over paths of
+    length 1 to `network_depth` (the truncated series e_p (A + A^2 + ...)).
+    """
+    g = params.n_genes
+    sources, targets, weights = edges
+    adjacency = sp.csr_matrix((weights * active, (sources, targets)), shape=(g, g))
+    step = sp.csr_matrix(
+        (np.ones(len(pert_genes)), (np.arange(len(pert_genes)), pert_genes)), shape=(len(pert_genes), g)
+    )
+    total = step.toarray()
+    for _ in range(params.network_depth):
+        step = step @ adjacency
+        total += step.toarray()
+    return total
+
+
+def simulate_perturbseq(
+    params: SimulationParams | None = None, *, seed: int = 0, progress: bool = False, **overrides
+) -> ad.AnnData:
+    """Simulate a CRISPRi Perturb-seq experiment with known truth, in the book's standard form. Taught in ch. 03.
+
+    Pass a SimulationParams or keyword overrides of its fields (e.g. n_genes=2000). Returns raw
+    counts (CSR float32) with obs `target_gene`, `batch`, `cell_type` plus the hidden per-cell
+    quantities (`knockdown`, `escaped`, `size`, `capture`), `obsm["programs"]` (the H factors), and
+    `uns["truth"]`: the true mean effect of every perturbation in every context, the GRN and the basal
+    programs. Same parameters and seed, same data. `progress=True` shows a progress bar.
+    """
+    if params is None:
+        params = SimulationParams(**overrides)
+    elif overrides:
+        params = SimulationParams(**{**asdict(params), **overrides})
+    rng = np.random.default_rng(seed)
+    g, n_ctx = params.n_genes, params.n_contexts
+    genes = np.array([f"G{i:05d}" for i in range(g)])
+    contexts = [f"context_{chr(ord('A') + i)}" if n_ctx <= 26 else f"context_{i}" for i in range(n_ctx)]
+
+    # X_0: a shared log-expression profile plus context-specific deviations (a few strong markers).
+    shared = rng.normal(0.0, 1.5, g)
+    basal = shared + rng.normal(0.0, params.context_sd, (n_ctx, g))
+    basal += rng.normal(0.0, 2.0, (n_ctx, g)) * (rng.random((n_ctx, g)) < 0.02)
+
+    # T_p: a sparse GRN, each edge active or not in each context, propagated from the target.
+    is_regulator, sources, targets, weights = _network(params, rng)
+    n_reg_perts = min(round(params.perturb_regulators * params.n_perturbations), int(is_regulator.sum()))
+    pert_genes = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(is_regulator), n_reg_perts, replace=False),
+            rng.choice(np.flatnonzero(~is_regulator), params.n_perturbations - n_reg_perts, replace=False),
+        ]
+    )
+    active = rng.random((n_ctx, len(sources))) < params.edge_keep
+    response = np.stack([_response(params, (sources, targets, weights), active[c], pert_genes) for c in range(n_ctx)])
+    alpha = params.knockdown_mean * params.knockdown_concentration
+    beta = (1 - params.knockdown_mean) * params.knockdown_concentration
+    # E[log(1 - efficiency)] for efficiency ~ Beta(alpha, beta), escapers contribute log(1) = 0.
+    mean_log_knockdown = (1 - params.escape_fraction) * (special.digamma(beta) - special.digamma(alpha + beta))
+    true_effect = mean_log_knockdown * response  # (contexts, perturbations, genes)
+
+    # H: cell programs (e.g. cycle, stress) with sparse gene loadings.
+    loadings = rng.normal(0.0, params.program_sd, (params.n_programs, g))
+    loadings *= rng.random((params.n_programs, g)) < params.program_gene_fraction
+    dispersion = params.dispersion_median * np.exp(rng.normal(0.0, 0.5, g))
+    batch_shift = rng.normal(0.0, params.batch_sd, (params.n_batches, g))
+    batch_depth = rng.normal(0.0, params.batch_depth_sd, params.n_batches)
+
+    # The cells: per context, controls then each perturbation.
+    labels = [CONTROL] * params.n_control_cells + [
+        gene for gene in genes[pert_genes] for _ in range(params.cells_per_perturbation)
+    ]
+    pert_index = np.array(
+        [-1] * params.n_control_cells
+        + [p for p in range(len(pert_genes)) for _ in range(params.cells_per_perturbation)]
+    )
+    cell_labels = np.tile(labels, n_ctx)
+    cell_pert = np.tile(pert_index, n_ctx)
+    cell_ctx = np.repeat(np.arange(n_ctx), len(labels))
+    n = len(cell_labels)
+    cell_batch = rng.integers(0, params.n_batches, n)
+    perturbed = cell_pert >= 0
+    escaped = perturbed & (rng.random(n) < params.escape_fraction)
+    efficiency = np.where(perturbed & ~escaped, rng.beta(alpha, beta, n), 0.0)
+    log_knockdown = np.log1p(-np.minimum(efficiency, 1 - 1e-6))
+    programs = rng.normal(0.0, 1.0, (n, params.n_programs))
+    size = params.total_molecules * np.exp(rng.normal(0.0, params.size_sd, n) - params.size_sd**2 / 2)
+    capture_alpha = params.capture_mean * params.capture_concentration
+    capture = rng.beta(capture_alpha, params.capture_concentration - capture_alpha, n)
+    capture = np.clip(capture * np.exp(batch_depth[cell_batch]), 1e-4, 1.0)
+    normalizer = special.logsumexp(basal, axis=1)  # Z_c: a context's profile sums to one
+
+    chunks = []
+    chunk = max(16, 2**22 // g)  # about 4M matrix entries at a time: memory stays flat as genes grow
+    for start in tqdm(range(0, n, chunk), desc="simulating cells", disable=not progress, unit="chunk"):
+        rows = slice(start, min(start + chunk, n))
+        log_rate = basal[cell_ctx[rows]] - normalizer[cell_ctx[rows], None]
+        pert_rows = np.flatnonzero(perturbed[rows])
+        if len(pert_rows):
+            idx = start + pert_rows
+            log_rate[pert_rows] += log_knockdown[idx, None] * response[cell_ctx[idx], cell_pert[idx]]
+        log_rate += programs[rows] @ loadings + batch_shift[cell_batch[rows]]
+        mean = size[rows, None] * np.exp(log_rate)
+        molecules = rng.poisson(rng.gamma(dispersion, mean / dispersion))  # negative binomial
+        chunks.append(sp.csr_matrix(rng.binomial(molecules, capture[rows, None]).astype(np.float32)))
+
+    obs = pd.DataFrame(
+        {
+            PERT: pd.Categorical(cell_labels),
+            BATCH: pd.Categorical([f"batch_{b}" for b in cell_batch]),
+            CELL_TYPE: pd.Categorical(np.array(contexts)[cell_ctx]),
+            "knockdown": efficiency,
+            "escaped": escaped,
+            "size": size,
+            "capture": capture,
+        },
+        index=[f"cell_{i:06d}" for i in range(n)],
+    )
+    var = pd.DataFrame({"is_regulator": is_regulator, "dispersion": dispersion}, index=pd.Index(genes, name="gene"))
+    adata = ad.AnnData(X=sp.vstack(chunks, format="csr"), obs=obs, var=var)
+    adata.obsm["programs"] = programs
+    adata.uns["truth"] = {
+        "contexts": np.array(contexts),
+        "perturbations": genes[pert_genes],
+        "effect": true_effect,
+        "basal_log_expression": basal - normalizer[:, None],
+        "grn_source": genes[sources],
+        "grn_target": genes[targets],
+        "grn_weight": weights,
+        "grn_active": active,
+    }
+    adata.uns["simulation"] = {**asdict(params), "seed": seed}
+    return adata
+
+
+def true_effects(adata: ad.AnnData) -> pd.DataFrame:
+    """The stored true mean log-effects: rows (cell_type, target_gene), one column per gene. Taught in ch. 03."""
+    if "truth" not in adata.uns:
+        raise ValueError("adata has no uns['truth']: only data made by simulate_perturbseq carry a ground truth")
+    truth = adata.uns["truth"]
+    effect = np.asarray(truth["effect"])
+    index = pd.MultiIndex.from_product([list(truth["contexts"]), list(truth["perturbations"])], names=[CELL_TYPE, PERT])
+    return pd.DataFrame(effect.reshape(-1, effect.shape[-1]), index=index, columns=adata.var_names)
