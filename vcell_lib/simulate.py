@@ -18,7 +18,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import special
+from scipy import integrate, special, stats
 from tqdm.auto import tqdm
 
 from vcell_lib.data import BATCH, CELL_TYPE, CONTROL, PERT
@@ -47,6 +47,7 @@ class SimulationParams:
     perturb_regulators: float = 0.8  # fraction of perturbations that target a regulator
     knockdown_mean: float = 0.85  # mean CRISPRi efficiency
     knockdown_concentration: float = 10.0  # Beta concentration of the per-cell efficiency
+    knockdown_max: float = 0.98  # CRISPRi leaves some expression: at least 2% here
     escape_fraction: float = 0.1  # cells whose guide did not work
     # heterogeneity H
     n_programs: int = 2
@@ -82,7 +83,7 @@ class SimulationParams:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        for name in ("knockdown_mean", "capture_mean"):
+        for name in ("knockdown_mean", "capture_mean", "knockdown_max"):
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {value!r}")
@@ -111,7 +112,8 @@ def _network(
         chosen = rng.choice(candidates, min(params.targets_per_regulator, g - 1), replace=False)
         sources += [s] * len(chosen)
         targets += list(chosen)
-    weights = rng.normal(0.0, params.edge_weight_sd, len(sources))
+    # Clipped so that no single edge more than quadruples or quarters its target per unit knockdown.
+    weights = np.clip(rng.normal(0.0, params.edge_weight_sd, len(sources)), -1.5, 1.5)
     return is_regulator, np.array(sources, dtype=np.int64), np.array(targets, dtype=np.int64), weights
 
 
@@ -177,8 +179,12 @@ def simulate_perturbseq(
     response = np.stack([_response(params, (sources, targets, weights), active[c], pert_genes) for c in range(n_ctx)])
     alpha = params.knockdown_mean * params.knockdown_concentration
     beta = (1 - params.knockdown_mean) * params.knockdown_concentration
-    # E[log(1 - efficiency)] for efficiency ~ Beta(alpha, beta), escapers contribute log(1) = 0.
-    mean_log_knockdown = (1 - params.escape_fraction) * (special.digamma(beta) - special.digamma(alpha + beta))
+    # E[log(1 - min(efficiency, knockdown_max))] for efficiency ~ Beta(alpha, beta); escapers add log(1) = 0.
+    cap = params.knockdown_max
+    expected, _ = integrate.quad(
+        lambda e: np.log1p(-min(e, cap)) * stats.beta.pdf(e, alpha, beta), 0, 1, points=[cap], limit=200
+    )
+    mean_log_knockdown = (1 - params.escape_fraction) * expected
     true_effect = mean_log_knockdown * response  # (contexts, perturbations, genes)
 
     # H: cell programs (e.g. cycle, stress) with sparse gene loadings.
@@ -203,8 +209,8 @@ def simulate_perturbseq(
     cell_batch = rng.integers(0, params.n_batches, n)
     perturbed = cell_pert >= 0
     escaped = perturbed & (rng.random(n) < params.escape_fraction)
-    efficiency = np.where(perturbed & ~escaped, rng.beta(alpha, beta, n), 0.0)
-    log_knockdown = np.log1p(-np.minimum(efficiency, 1 - 1e-6))
+    efficiency = np.where(perturbed & ~escaped, np.minimum(rng.beta(alpha, beta, n), params.knockdown_max), 0.0)
+    log_knockdown = np.log1p(-efficiency)
     programs = rng.normal(0.0, 1.0, (n, params.n_programs))
     size = params.total_molecules * np.exp(rng.normal(0.0, params.size_sd, n) - params.size_sd**2 / 2)
     capture_alpha = params.capture_mean * params.capture_concentration
