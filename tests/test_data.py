@@ -25,6 +25,7 @@ from vcell_lib.data import (
     load_vcc_training,
     match_controls,
     normalize_log1p,
+    perturbation_effects,
     pseudobulk,
     split_by_context,
     split_by_perturbation,
@@ -208,6 +209,7 @@ def test_pseudobulk_equals_groupby_mean_and_scanpy():
 
     two = pseudobulk(std, by=["cell_type", "target_gene"])
     assert set(two.obs.columns) == {"cell_type", "target_gene", "n_cells"}
+    assert all(name == f"{c}|{p}" for name, c, p in zip(two.obs_names, two.obs["cell_type"], two.obs["target_gene"]))
     row = two.obs.iloc[0]
     mask = (std.obs["cell_type"] == row["cell_type"]) & (std.obs["target_gene"] == row["target_gene"])
     np.testing.assert_allclose(two.X[0], std.X[mask.to_numpy()].toarray().mean(0), rtol=1e-6)
@@ -223,6 +225,22 @@ def test_pseudobulk_equals_groupby_mean_and_scanpy():
         pseudobulk(std, by="donor")
     with pytest.raises(ValueError, match="by is empty"):
         pseudobulk(std, by=[])
+
+
+def test_perturbation_effects_subtract_the_same_cell_types_controls():
+    std = normalize_log1p(standard(n_cells=300, seed=7))
+    effects = perturbation_effects(std)
+    assert CONTROL not in effects.index.get_level_values("target_gene")
+    assert len(effects) == 2 * 3  # two cell types x three perturbations
+    dense = std.X.toarray().astype(np.float64)  # the library averages in float64
+    for (cell_type, pert), row in effects.iloc[[0, 4]].iterrows():
+        in_type = (std.obs["cell_type"] == cell_type).to_numpy()
+        pert_mean = dense[in_type & (std.obs["target_gene"] == pert).to_numpy()].mean(0)
+        control_mean = dense[in_type & (std.obs["target_gene"] == CONTROL).to_numpy()].mean(0)
+        np.testing.assert_allclose(row.to_numpy(), pert_mean - control_mean, rtol=1e-5, atol=1e-7)
+    no_controls = std[~((std.obs["cell_type"] == "RPE1") & (std.obs["target_gene"] == CONTROL))].copy()
+    with pytest.raises(ValueError, match=r"no control cells in cell type\(s\) \['RPE1'\]"):
+        perturbation_effects(no_controls)
 
 
 # ----------------------------------------------------------------------------- control matching

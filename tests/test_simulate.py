@@ -39,6 +39,7 @@ def test_truth_has_the_knockdown_and_the_network():
     adata = simulate_perturbseq(seed=0, **TINY)
     truth = true_effects(adata)
     assert truth.shape == (2 * 6, 60)
+    assert all(type(label) is str for pair in truth.index for label in pair)  # plain str, not numpy.str_
     perturbations = list(adata.uns["truth"]["perturbations"])
     self_effects = np.array([truth.loc[(c, p), p] for c, p in truth.index])
     assert (self_effects < -1).all()  # the silenced gene itself falls several-fold
@@ -76,7 +77,9 @@ def test_noise_terms_can_be_switched_off():
     controls = normalize_log1p(adata[adata.obs["target_gene"] == CONTROL].copy())
     by_batch = pseudobulk(controls, by="batch").X
     assert np.abs(by_batch[0] - by_batch[1]).mean() < 0.03  # no batch effect beyond sampling noise
-    loud = simulate_perturbseq(seed=5, n_genes=200, n_perturbations=2, n_control_cells=2000, **{**quiet, "batch_sd": 0.5})
+    loud = simulate_perturbseq(
+        seed=5, n_genes=200, n_perturbations=2, n_control_cells=2000, **{**quiet, "batch_sd": 0.5}
+    )
     controls = normalize_log1p(loud[loud.obs["target_gene"] == CONTROL].copy())
     by_batch = pseudobulk(controls, by="batch").X
     assert np.abs(by_batch[0] - by_batch[1]).mean() > 0.1

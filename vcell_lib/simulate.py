@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy import integrate, special, stats
-from tqdm.auto import tqdm
 
 from vcell_lib.data import BATCH, CELL_TYPE, CONTROL, PERT
 
@@ -220,7 +219,12 @@ def simulate_perturbseq(
 
     chunks = []
     chunk = max(16, 2**22 // g)  # about 4M matrix entries at a time: memory stays flat as genes grow
-    for start in tqdm(range(0, n, chunk), desc="simulating cells", disable=not progress, unit="chunk"):
+    starts = range(0, n, chunk)
+    if progress:
+        from tqdm.auto import tqdm  # imported only when asked for: no widget warnings otherwise
+
+        starts = tqdm(starts, desc="simulating cells", unit="chunk")
+    for start in starts:
         rows = slice(start, min(start + chunk, n))
         log_rate = basal[cell_ctx[rows]] - normalizer[cell_ctx[rows], None]
         pert_rows = np.flatnonzero(perturbed[rows])
@@ -267,5 +271,6 @@ def true_effects(adata: ad.AnnData) -> pd.DataFrame:
         raise ValueError("adata has no uns['truth']: only data made by simulate_perturbseq carry a ground truth")
     truth = adata.uns["truth"]
     effect = np.asarray(truth["effect"])
-    index = pd.MultiIndex.from_product([list(truth["contexts"]), list(truth["perturbations"])], names=[CELL_TYPE, PERT])
+    labels = [[str(c) for c in truth["contexts"]], [str(p) for p in truth["perturbations"]]]
+    index = pd.MultiIndex.from_product(labels, names=[CELL_TYPE, PERT])
     return pd.DataFrame(effect.reshape(-1, effect.shape[-1]), index=index, columns=adata.var_names)
