@@ -57,7 +57,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from vcell_lib.data import CONTROL, normalize_log1p, pseudobulk
+from vcell_lib.data import CONTROL, normalize_log1p, perturbation_effects, pseudobulk
 from vcell_lib.env import by_mode, set_seed, versions
 from vcell_lib.plotting import PALETTE, style
 from vcell_lib.simulate import SimulationParams, simulate_perturbseq, true_effects
@@ -329,6 +329,7 @@ assert same["mae"].median() < swapped["mae"].median() / 2
 
 # %% [markdown]
 # With the right controls the measured effect tracks the truth; with the wrong ones the difference between cell types swamps the perturbation.
+# The library function `perturbation_effects` computes the right version for every perturbation at once: each (cell type, perturbation) pseudobulk minus the control pseudobulk of the same cell type (chapter 4 looks at it closely).
 # Controls remove everything the perturbed and control cells share: the basal program $X_0$, the average of $H$ and of the batch effects, and the measurement's overall scale.
 # This is why every challenge metric takes each perturbation's effect against the control cells of the same dataset (chapters 5 to 8), and why the challenge ships control cells from the test cell type.
 #
@@ -373,22 +374,20 @@ print(
 
 
 # %%
-def recovery(cells: int, seed: int = 1) -> float:
+def median_r(data) -> float:
     """Median Pearson r between measured and true effect vectors, over (context, perturbation)."""
-    data = simulate_perturbseq(params, seed=seed, cells_per_perturbation=cells)
-    pb = pseudobulk(normalize_log1p(data), by=["cell_type", "target_gene"])
-    means = {
-        (c, p): x
-        for (c, p), x in zip(pb.obs[["cell_type", "target_gene"]].to_numpy(), pb.X)
-    }
+    measured = perturbation_effects(
+        normalize_log1p(data)
+    )  # each pseudobulk minus its controls
     true = true_effects(data)
-    return float(
-        np.median(
-            [
-                np.corrcoef(means[(c, p)] - means[(c, CONTROL)], true.loc[(c, p)])[0, 1]
-                for c, p in true.index
-            ]
-        )
+    pairs = zip(measured.loc[true.index].to_numpy(), true.to_numpy())
+    return float(np.median([np.corrcoef(m, t)[0, 1] for m, t in pairs]))
+
+
+def recovery(cells: int, seed: int = 1) -> float:
+    """median_r of a fresh simulation with `cells` cells per perturbation."""
+    return median_r(
+        simulate_perturbseq(params, seed=seed, cells_per_perturbation=cells)
     )
 
 
@@ -485,23 +484,6 @@ quiet = {
 }
 quiet_sim = simulate_perturbseq(params, seed=3, **quiet)
 noisy_sim = simulate_perturbseq(params, seed=3)
-
-
-def median_r(data) -> float:
-    pb = pseudobulk(normalize_log1p(data), by=["cell_type", "target_gene"])
-    means = {
-        (c, p): x
-        for (c, p), x in zip(pb.obs[["cell_type", "target_gene"]].to_numpy(), pb.X)
-    }
-    true = true_effects(data)
-    return float(
-        np.median(
-            [
-                np.corrcoef(means[(c, p)] - means[(c, CONTROL)], true.loc[(c, p)])[0, 1]
-                for c, p in true.index
-            ]
-        )
-    )
 
 
 print(
