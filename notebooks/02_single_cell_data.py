@@ -44,17 +44,8 @@ import warnings
 if "google.colab" in sys.modules:  # On Colab only: install the book's library.
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "vcell-lib @ git+https://github.com/virtual-cell-book/virtual-cell-book",
-        ],
-        check=True,
-    )
+    PACKAGE = "vcell-lib @ git+https://github.com/virtual-cell-book/virtual-cell-book"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
 
 import anndata as ad
 import matplotlib.pyplot as plt
@@ -666,30 +657,23 @@ class_colors = {
 fig, axes = plt.subplots(2, 2, figsize=(10, 8.6))
 # Draw the cells in a random order, so that no group hides another.
 shuffle = rng.permutation(embedded.n_obs)
-ax = axes[0, 0]
-ax.scatter(
-    *umap[shuffle].T,
-    s=2,
-    c=[class_colors[c] for c in embedded.obs["class"].to_numpy()[shuffle]],
-    alpha=0.6,
-    rasterized=True,
+panels = (
+    (axes[0, 0], "class", class_colors, "Perturbation class"),
+    (axes[0, 1], "batch", batch_colors, "Batch (replicate)"),
 )
-for name, color in class_colors.items():
-    ax.scatter([], [], color=color, label=name)
-ax.set_title("Perturbation class")
-ax.legend(loc="lower right", fontsize=8)
-ax = axes[0, 1]
-ax.scatter(
-    *umap[shuffle].T,
-    s=2,
-    c=[batch_colors[b] for b in embedded.obs["batch"].to_numpy()[shuffle]],
-    alpha=0.6,
-    rasterized=True,
-)
-for b in batches:
-    ax.scatter([], [], color=batch_colors[b], label=b)
-ax.legend(title="batch", loc="lower right", fontsize=8)
-ax.set_title("Batch (replicate)")
+for ax, column, colors, title in panels:
+    labels = embedded.obs[column].to_numpy()[shuffle]
+    ax.scatter(
+        *umap[shuffle].T,
+        s=2,
+        c=[colors[label] for label in labels],
+        alpha=0.6,
+        rasterized=True,
+    )
+    for name, color in colors.items():  # one legend entry per category
+        ax.scatter([], [], color=color, label=name)
+    ax.legend(title=column, loc="lower right", fontsize=8)
+    ax.set_title(title)
 for ax, gene, note in (
     (axes[1, 0], "PSMB9", "interferon-stimulated"),
     (axes[1, 1], "PLK1", "cell division"),

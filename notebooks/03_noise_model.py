@@ -41,17 +41,8 @@ import sys
 if "google.colab" in sys.modules:  # On Colab only: install the book's library.
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "vcell-lib @ git+https://github.com/virtual-cell-book/virtual-cell-book",
-        ],
-        check=True,
-    )
+    PACKAGE = "vcell-lib @ git+https://github.com/virtual-cell-book/virtual-cell-book"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
 
 import matplotlib.pyplot as plt
 import numpy as np
