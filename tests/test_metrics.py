@@ -1,0 +1,253 @@
+"""Unit tests of vcell_lib.metrics (chapters 05-08), and agreement with the official cell-eval package."""
+
+import logging
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from scipy import stats
+
+from vcell_lib.data import normalize_log1p
+from vcell_lib.metrics import (
+    VCC_METRICS,
+    de_overlap,
+    discrimination_score,
+    evaluate,
+    score,
+    wilcoxon_de,
+)
+
+CONTROL = "non-targeting"
+
+
+def make_side(rng, perts, cells, n_controls, n_genes, *, rate=2.0, dtype=np.float32, sparse=False, shift=0.0):
+    """log1p-normalized cells: each perturbation knocks down the gene of its name and raises another."""
+    labels = [CONTROL] * n_controls + [p for p in perts for _ in range(cells)]
+    counts = rng.poisson(rate, (len(labels), n_genes)).astype(float)
+    for i, p in enumerate(perts):
+        rows = np.array(labels) == p
+        counts[rows, i] = rng.poisson(rate * 0.1, rows.sum())
+        counts[rows, (i + 7) % n_genes] += rng.poisson(2 * rate, rows.sum())
+    counts += shift * rng.poisson(1.0, counts.shape)
+    X = np.log1p(counts / counts.sum(1, keepdims=True).clip(1) * 50).astype(dtype)
+    genes = list(perts) + [f"G{g}" for g in range(len(perts), n_genes)]
+    obs = pd.DataFrame({"target_gene": labels}, index=[f"cell{i}" for i in range(len(labels))])
+    return ad.AnnData(X=sp.csr_matrix(X) if sparse else X, obs=obs, var=pd.DataFrame(index=genes))
+
+
+def make_pair(seed=0, n_perts=8, cells=30, n_controls=60, n_genes=50, pred_cells=None, **kwargs):
+    rng = np.random.default_rng(seed)
+    perts = [f"P{i}" for i in range(n_perts)]
+    real = make_side(rng, perts, cells, n_controls, n_genes, **kwargs)
+    pred = make_side(rng, perts, pred_cells or cells, n_controls, n_genes, shift=1.0, **kwargs)
+    return pred, real
+
+
+# ----------------------------------------------------------------------------- the Wilcoxon test
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wilcoxon_matches_scipy_mannwhitneyu_with_ties(dtype):
+    rng = np.random.default_rng(1)
+    n_genes = 40
+    labels = [CONTROL] * 70 + ["A"] * 25 + ["B"] * 3
+    values = rng.poisson(0.7, (len(labels), n_genes)).astype(dtype)  # many ties, many zeros
+    values[:, 5] = 0  # a gene that is 0 everywhere: all tied
+    values[:, 6] = rng.random(len(labels))  # no ties at all
+    adata = ad.AnnData(X=values, obs=pd.DataFrame({"target_gene": labels}, index=[f"c{i}" for i in range(98)]))
+    de = wilcoxon_de(adata).set_index(["target", "gene"])
+    control = values[np.array(labels) == CONTROL]
+    for target in ("A", "B"):
+        group = values[np.array(labels) == target]
+        # In float64, as pdex computes (scipy would otherwise work in float32 for float32 input).
+        expected = stats.mannwhitneyu(
+            group.astype(np.float64), control.astype(np.float64), method="asymptotic", use_continuity=True, axis=0
+        ).pvalue
+        expected = np.where(np.isnan(expected), 1.0, expected)  # scipy gives NaN when all values are tied
+        np.testing.assert_allclose(de.loc[target, "p_value"].to_numpy(), expected, rtol=1e-12, atol=1e-15)
+    assert de.loc[("A", adata.var_names[5]), "p_value"] == 1.0
+
+
+def test_fdr_scopes_and_fold_changes():
+    adata = make_side(np.random.default_rng(2), ["P0", "P1", "P2"], 20, 40, 30)
+    local = wilcoxon_de(adata)
+    for _, rows in local.groupby("target"):
+        np.testing.assert_allclose(rows["fdr"], stats.false_discovery_control(rows["p_value"]))
+    pooled = wilcoxon_de(adata, fdr_scope="global")
+    np.testing.assert_array_equal(pooled["p_value"], local["p_value"])
+    np.testing.assert_allclose(pooled["fdr"], stats.false_discovery_control(local["p_value"]))
+    with pytest.raises(ValueError, match="fdr_scope"):
+        wilcoxon_de(adata, fdr_scope="per_gene")
+
+    X = np.array([[0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], dtype=np.float32)  # controls first
+    tiny = ad.AnnData(X=X, obs=pd.DataFrame({"target_gene": [CONTROL, CONTROL, "T", "T"]}, index=list("abcd")))
+    lfc = wilcoxon_de(tiny).set_index("gene")["log2_fold_change"]
+    assert lfc.iloc[0] == 0 and lfc.iloc[1] == -np.inf and lfc.iloc[2] == np.inf  # 0/0, pert 0, control 0
+
+
+# ----------------------------------------------------------------------------- discrimination and overlap
+
+
+def test_discrimination_by_hand():
+    genes = ["A", "B", "X", "Y"]
+    real = pd.DataFrame([[-2, 0, 1, 0], [0, -2, 0, 1], [0, 0, -1, -1]], index=["A", "B", "C"], columns=genes)
+    assert (discrimination_score(real, real) == 1).all()  # a perfect prediction ranks first everywhere
+    swapped = real.loc[["B", "A", "C"]].set_axis(["A", "B", "C"])
+    # Prediction for A is B's effect: without gene A's column, it is closest to B (rank 1 of N = 3).
+    scores = discrimination_score(swapped, real)
+    assert scores["A"] == pytest.approx(1 - 1 / 3) and scores["C"] == 1
+    # Only the target gene differs: excluded, the prediction cannot be told from the others.
+    knock_only = pd.DataFrame(np.diag([-1.0, -1.0, 0.0, 0.0])[:3], index=["A", "B", "C"], columns=genes)
+    zero = pd.DataFrame(np.zeros((3, 4)), index=["A", "B", "C"], columns=genes)
+    assert discrimination_score(knock_only, zero).min() < 1
+    with pytest.raises(ValueError, match="metric"):
+        discrimination_score(real, real, metric="l3")
+
+
+def test_overlap_by_hand():
+    def table(target, genes, fdrs, lfcs):
+        return pd.DataFrame({"target": target, "gene": genes, "fdr": fdrs, "log2_fold_change": lfcs})
+
+    genes = ["g1", "g2", "g3", "g4"]
+    real = pd.concat([table("A", genes, [0.01, 0.01, 0.01, 0.5], [3, -2, 1, 5]), table("B", genes, [0.5] * 4, [1] * 4)])
+    pred = pd.concat(
+        [table("A", genes, [0.01, 0.5, 0.01, 0.01], [4, 9, 0.5, -6]), table("B", genes, [0.01] * 4, [1] * 4)]
+    )
+    overlap = de_overlap(pred, real)
+    # real sig A = {g1, g2, g3} (k = 3); pred sig ranked by |lfc|: g4, g1, g3 -> top 3 = {g4, g1, g3}: 2 of 3.
+    assert overlap["A"] == pytest.approx(2 / 3)
+    assert overlap["B"] == 0  # no real significant genes: 0, and it counts
+    assert de_overlap(pred, real, k=1)["A"] == 0  # real top-1 g1 vs pred top-1 g4
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def test_evaluate_rejects_bad_pairs():
+    pred, real = make_pair()
+    with pytest.raises(ValueError, match=r"different order: use pred\[:, real.var_names\]"):
+        evaluate(pred[:, pred.var_names[::-1]].copy(), real)
+    with pytest.raises(ValueError, match="genes differ: 1 real genes missing"):
+        evaluate(pred[:, 1:].copy(), real)
+    with pytest.raises(ValueError, match=r"perturbations differ: missing from pred \['P3'\]"):
+        evaluate(pred[pred.obs["target_gene"] != "P3"].copy(), real)
+    with pytest.raises(ValueError, match="pred has no control cells"):
+        evaluate(pred[pred.obs["target_gene"] != CONTROL].copy(), real)
+    with pytest.raises(ValueError, match="has no column 'gene'"):
+        evaluate(pred, real, pert_col="gene")
+    bad = pred.copy()
+    bad.X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate(bad, real)
+    bad.X[0, 0] = -1
+    with pytest.raises(ValueError, match="negative"):
+        evaluate(bad, real)
+    bad.X[0, 0] = 20.5
+    with pytest.raises(ValueError, match="not log1p-normalized"):
+        evaluate(bad, real)
+
+
+def test_count_input_is_normalized_like_cell_eval_and_inputs_untouched():
+    rng = np.random.default_rng(3)
+    pred, real = make_pair()
+    counts = real.copy()
+    counts.X = rng.poisson(3.0, counts.shape).astype(np.float32)
+    before = counts.X.copy()
+    with pytest.warns(UserWarning, match="raw counts"):
+        table = evaluate(counts, real)
+    np.testing.assert_array_equal(counts.X, before)
+    expected = evaluate(normalize_log1p(counts), real)
+    pd.testing.assert_frame_equal(table, expected)
+
+
+# ----------------------------------------------------------------------------- agreement with cell-eval
+
+CASES = {
+    "random": {},
+    "float64": {"dtype": np.float64},
+    "sparse, many ties": {"sparse": True, "rate": 0.4},
+    "few cells per perturbation": {"cells": 3, "n_controls": 40},
+    "more predicted cells than real": {"pred_cells": 70},
+}
+
+
+@pytest.fixture(scope="module")
+def cell_eval():
+    module = pytest.importorskip("cell_eval", reason="cell-eval is the test extra that cross-checks the metrics")
+    logging.getLogger("cell_eval").setLevel(logging.ERROR)
+    logging.getLogger("pdex").setLevel(logging.ERROR)
+    return module
+
+
+def run_cell_eval(cell_eval, pred, real, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluator = cell_eval.MetricsEvaluator(
+            adata_pred=pred.copy(),
+            adata_real=real.copy(),
+            pert_col="target_gene",
+            control_pert=CONTROL,
+            num_threads=1,
+            outdir=str(tmp_path),
+        )
+        results, agg = evaluator.compute(profile="vcc", write_csv=False)
+    return results.to_pandas().set_index("perturbation"), agg
+
+
+def shuffled(pred, seed=4):
+    labels = pred.obs["target_gene"].to_numpy().copy()
+    perturbed = labels != CONTROL
+    labels[perturbed] = np.random.default_rng(seed).permutation(labels[perturbed])
+    out = pred.copy()
+    out.obs["target_gene"] = labels
+    return out
+
+
+@pytest.mark.parametrize("case", [*CASES, "perfect", "shuffled"])
+def test_evaluate_matches_cell_eval(case, cell_eval, tmp_path):
+    pred, real = make_pair(**CASES.get(case, {}))
+    if case == "perfect":
+        pred = real.copy()
+    elif case == "shuffled":
+        pred = shuffled(pred)
+    ours = evaluate(pred, real)
+    theirs, _ = run_cell_eval(cell_eval, pred, real, tmp_path)
+    assert list(ours.index) == sorted(theirs.index)
+    for metric in VCC_METRICS:
+        np.testing.assert_allclose(ours[metric], theirs.loc[ours.index, metric], atol=1e-6, err_msg=metric)
+    if case == "perfect":
+        assert (ours["mae"] == 0).all() and (ours["discrimination_score_l1"] == 1).all()
+
+
+def test_score_matches_cell_eval_avg_score(cell_eval, tmp_path):
+    pred, real = make_pair(seed=5)
+    import polars as pl
+
+    counts = pl.DataFrame({"target_gene": [f"P{i}" for i in range(8)], "n_cells": [30] * 8})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        baseline = cell_eval.build_base_mean_adata(
+            real.copy(), counts_df=counts, pert_col="target_gene", control_pert=CONTROL
+        )
+    baseline.obs["target_gene"] = baseline.obs["target_gene"].astype(str)
+    _, agg_user = run_cell_eval(cell_eval, pred, real, tmp_path / "user")
+    _, agg_base = run_cell_eval(cell_eval, baseline, real, tmp_path / "base")
+    theirs = cell_eval.score_agg_metrics(agg_user, agg_base).to_pandas().set_index("metric")["from_baseline"]
+    ours = score(evaluate(pred, real), evaluate(baseline, real))
+    for name in (*VCC_METRICS, "avg_score"):
+        assert ours[name] == pytest.approx(theirs[name], abs=1e-6), name
+
+
+def test_score_formula_and_clipping():
+    user = pd.DataFrame({"mae": [0.1, 0.3], "discrimination_score_l1": [0.9, 0.7], "overlap_at_N": [0.2, 0.4]})
+    base = pd.DataFrame({"mae": [0.4, 0.4], "discrimination_score_l1": [0.5, 0.5], "overlap_at_N": [0.5, 0.5]})
+    result = score(user, base)
+    assert result["mae"] == pytest.approx(1 - 0.2 / 0.4)
+    assert result["discrimination_score_l1"] == pytest.approx((0.8 - 0.5) / 0.5)
+    assert result["overlap_at_N"] == 0  # worse than the baseline: clipped at 0
+    assert result["avg_score"] == pytest.approx((0.5 + 0.6 + 0) / 3)
+    with pytest.raises(ValueError, match="missing"):
+        score(user.drop(columns="mae"), base)

@@ -1,0 +1,380 @@
+"""The Virtual Cell Challenge metrics, built from scratch and matching cell-eval 0.8.2 (pdex 0.3.0).
+
+Taught in chapters 05 (MAE), 06 (perturbation discrimination), 07 (differential expression) and 08
+(the score). Inputs are AnnData with log1p-normalized X; each side's effects are taken against its
+own control cells. Where cell-eval makes a numerical choice (float32 casts before thresholds and
+rankings, infinite fold changes, 0-based ranks), this module makes the same one and says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import special, stats
+from scipy.spatial.distance import cdist
+
+from vcell_lib.data import CONTROL, PERT, normalize_log1p, pseudobulk
+
+__all__ = [
+    "LOWER_IS_BETTER",
+    "VCC_METRICS",
+    "de_direction_match",
+    "de_overlap",
+    "discrimination_score",
+    "evaluate",
+    "mae",
+    "pearson_delta",
+    "pseudobulk",
+    "score",
+    "wilcoxon_de",
+]
+
+VCC_METRICS = ("mae", "discrimination_score_l1", "overlap_at_N")
+"""The three metrics of the challenge score."""
+LOWER_IS_BETTER = frozenset({"mae", "mse", "mae_delta"})
+FDR_THRESHOLD = 0.05
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _values(matrix) -> np.ndarray:
+    return matrix.data if sp.issparse(matrix) else np.asarray(matrix)
+
+
+def _as_log1p(adata: ad.AnnData, side: str) -> ad.AnnData:
+    """Check one side's X; count-like data are normalized as cell-eval does (with a warning)."""
+    values = _values(adata.X)
+    if values.size and not np.isfinite(values).all():
+        raise ValueError(f"{side}.X has {int((~np.isfinite(values)).sum())} NaN or infinite values")
+    if values.size and values.min() < 0:
+        raise ValueError(f"{side}.X has negative values (min {values.min():.4g}): expected log1p-normalized data >= 0")
+    if values.size == 0 or np.all(values == np.round(values)):
+        warnings.warn(
+            f"{side}.X looks like raw counts (all values are integers): normalizing each cell to the median "
+            "library size and applying log1p, as cell-eval does",
+            stacklevel=3,
+        )
+        plain = ad.AnnData(X=adata.X.copy(), obs=adata.obs.copy(), var=adata.var[[]].copy())
+        return normalize_log1p(plain)
+    if values.max() >= 15:
+        raise ValueError(
+            f"{side}.X has values up to {values.max():.4g}: that is not log1p-normalized data (cell-eval rejects "
+            "max >= 15); normalize with vcell_lib.data.normalize_log1p"
+        )
+    return adata
+
+
+def _check_pair(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str) -> tuple[ad.AnnData, ad.AnnData]:
+    for side, adata in (("pred", pred), ("real", real)):
+        if not isinstance(adata, ad.AnnData):
+            raise ValueError(f"{side} must be an AnnData, got {type(adata).__name__}")
+        if pert_col not in adata.obs.columns:
+            raise ValueError(f"{side}.obs has no column {pert_col!r}; its columns are {list(adata.obs.columns)}")
+        labels = adata.obs[pert_col].astype(str)
+        if control not in set(labels):
+            raise ValueError(
+                f"{side} has no control cells ({pert_col} == {control!r}): each side's effects are measured "
+                f"against its own controls, so a prediction must include predicted control cells"
+            )
+    if not pred.var_names.equals(real.var_names):
+        if set(pred.var_names) == set(real.var_names) and pred.n_vars == real.n_vars:
+            raise ValueError("pred and real have the same genes in a different order: use pred[:, real.var_names]")
+        missing = real.var_names.difference(pred.var_names)
+        extra = pred.var_names.difference(real.var_names)
+        raise ValueError(
+            f"pred and real genes differ: {len(missing)} real genes missing from pred (e.g. {list(missing[:3])}), "
+            f"{len(extra)} extra genes in pred (e.g. {list(extra[:3])}); predict exactly real.var_names"
+        )
+    pred_perts = set(pred.obs[pert_col].astype(str))
+    real_perts = set(real.obs[pert_col].astype(str))
+    if pred_perts != real_perts:
+        missing, extra = sorted(real_perts - pred_perts), sorted(pred_perts - real_perts)
+        raise ValueError(
+            f"pred and real perturbations differ: missing from pred {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"extra in pred {extra[:5]}{' ...' if len(extra) > 5 else ''}"
+        )
+    return _as_log1p(pred, "pred"), _as_log1p(real, "real")
+
+
+# ----------------------------------------------------------------------------- expression metrics
+
+
+def _bulk_table(adata: ad.AnnData, pert_col: str) -> pd.DataFrame:
+    bulk = pseudobulk(adata, by=pert_col)
+    return pd.DataFrame(bulk.X, index=bulk.obs[pert_col].to_numpy(), columns=adata.var_names)
+
+
+def mae(pred_bulk: pd.DataFrame, real_bulk: pd.DataFrame) -> pd.Series:
+    """Per perturbation, the mean over genes of |pseudobulk_pred - pseudobulk_real| (levels, not deltas). Ch. 05."""
+    return (pred_bulk - real_bulk.loc[pred_bulk.index]).abs().mean(axis=1)
+
+
+def pearson_delta(pred_delta: pd.DataFrame, real_delta: pd.DataFrame) -> pd.Series:
+    """Per perturbation, Pearson r of predicted and real effect vectors (NaN if one is constant). Ch. 05."""
+    real_delta = real_delta.loc[pred_delta.index]
+    a = pred_delta.to_numpy() - pred_delta.to_numpy().mean(axis=1, keepdims=True)
+    b = real_delta.to_numpy() - real_delta.to_numpy().mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    return pd.Series(np.clip(r, -1, 1), index=pred_delta.index)
+
+
+def discrimination_score(pred_delta: pd.DataFrame, real_delta: pd.DataFrame, metric: str = "l1") -> pd.Series:
+    """How well each prediction picks out its own perturbation among all real ones (1 = best). Ch. 06.
+
+    For prediction p: distances from its effect vector to every real perturbation's effect vector,
+    with the column of gene p left out (its own knockdown would make the task trivial); the score is
+    1 - rank / N, with rank the 0-based position of the real p in ascending distance and N the number
+    of perturbations. Ties are ordered by numpy's default argsort, as in cell-eval.
+    """
+    if metric not in {"l1", "l2", "cosine"}:
+        raise ValueError(f"metric must be 'l1', 'l2' or 'cosine', got {metric!r}")
+    real_delta = real_delta.loc[pred_delta.index]
+    kind = {"l1": "cityblock", "l2": "euclidean", "cosine": "cosine"}[metric]
+    genes = pred_delta.columns
+    real = real_delta.to_numpy(dtype=np.float64)
+    pred = pred_delta.to_numpy(dtype=np.float64)
+    n = len(pred_delta)
+    scores = np.empty(n)
+    for i, pert in enumerate(pred_delta.index):
+        keep = np.asarray(genes != pert)
+        distances = cdist(real[:, keep], pred[i : i + 1, keep], metric=kind).ravel()
+        rank = int(np.flatnonzero(np.argsort(distances) == i)[0])
+        scores[i] = 1 - rank / n
+    return pd.Series(scores, index=pred_delta.index)
+
+
+# ----------------------------------------------------------------------------- differential expression
+
+
+def _gene_keys(block: np.ndarray) -> tuple[np.ndarray, int]:
+    """Exact integer keys with each gene's values in its own range: order and ties within a gene preserved.
+
+    Non-negative float32 values keep their order when their bits are read as integers, so float32 data
+    (the usual case) need no sorting; other data are replaced by per-gene dense ranks (0, 1, 2, ...).
+    Gene g's keys lie in [g * stride, (g + 1) * stride).
+    """
+    if block.dtype == np.float32 or np.array_equal(block, block.astype(np.float32)):
+        bits = (np.asarray(block, dtype=np.float32) + np.float32(0)).view(np.int32)  # + 0 turns -0.0 into 0.0
+        stride = 2**31
+        codes = bits.astype(np.int64)
+    else:
+        order = np.argsort(block, axis=0, kind="stable")
+        ordered = np.take_along_axis(block, order, axis=0)
+        steps = np.cumsum(ordered[1:] != ordered[:-1], axis=0)
+        steps = np.vstack([np.zeros((1, block.shape[1]), dtype=np.int64), steps])
+        codes = np.empty_like(steps)
+        np.put_along_axis(codes, order, steps, axis=0)
+        stride = block.shape[0]
+    return codes + np.arange(block.shape[1], dtype=np.int64) * stride, stride
+
+
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of a sorted array and how often each occurs."""
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return sorted_keys[starts], np.diff(np.r_[starts, len(sorted_keys)])
+
+
+def _mann_whitney_block(
+    keys: np.ndarray, stride: int, groups: list[np.ndarray], control_rows: np.ndarray
+) -> np.ndarray:
+    """Two-sided asymptotic Mann-Whitney p-values (tie and continuity corrected), groups x genes.
+
+    With all control keys in one sorted array, "how many controls lie below / equal to v" is a
+    searchsorted for every gene at once. For a group with distinct values v (counts c_v):
+    U1 = sum_v c_v * (#controls below v + #controls equal to v / 2), and the tie term
+    T = sum over distinct values of the pooled sample of t^3 - t.
+    """
+    n_genes = keys.shape[1]
+    control = np.sort(keys[control_rows], axis=0).T.ravel()  # gene-major: globally sorted
+    n2 = len(control_rows)
+    values, counts = _runs(control)
+    control_ties = np.bincount(values // stride, weights=counts.astype(float) ** 3 - counts, minlength=n_genes)
+    p_values = np.empty((len(groups), n_genes))
+    for row, cells in enumerate(groups):
+        n1 = len(cells)
+        distinct, in_group = _runs(np.sort(keys[cells], axis=0).T.ravel())
+        gene = distinct // stride
+        below = np.searchsorted(control, distinct, side="left")
+        in_control = np.searchsorted(control, distinct, side="right") - below
+        below -= gene * n2  # gene g's controls start at g * n2
+        u1 = np.bincount(gene, weights=in_group * (below + 0.5 * in_control), minlength=n_genes)
+        pooled = (in_group + in_control).astype(float)
+        extra = pooled**3 - pooled - (in_control.astype(float) ** 3 - in_control)
+        ties = control_ties + np.bincount(gene, weights=extra, minlength=n_genes)
+        n = n1 + n2
+        variance = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
+        u = np.maximum(u1, n1 * n2 - u1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (u - n1 * n2 / 2.0 - 0.5) / np.sqrt(variance)
+            p = np.clip(special.erfc(z / np.sqrt(2.0)), 0.0, 1.0)
+        p_values[row] = np.where(variance > 0, p, 1.0)  # all values tied: no evidence
+    return p_values
+
+
+def wilcoxon_de(
+    adata: ad.AnnData,
+    *,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    fdr_scope: str = "per_perturbation",
+    max_block: int = 2**23,
+) -> pd.DataFrame:
+    """Wilcoxon rank-sum test of every gene, every perturbation vs control, as pdex does for cell-eval. Ch. 07.
+
+    Returns a long table: target, gene, p_value, fdr, log2_fold_change. The test is the two-sided
+    Mann-Whitney U with the normal approximation, tie and continuity corrections (as
+    scipy.stats.mannwhitneyu(method="asymptotic")). The fold change is expm1(mean_p) / expm1(mean_control)
+    on the log1p data, 0 when both are 0 and +-inf when one is (cell-eval 0.8 uses no pseudo-count).
+    FDR: Benjamini-Hochberg within each perturbation ("per_perturbation", cell-eval 0.8 / pdex >= 0.2)
+    or over all tests at once ("global", the VCC-era pdex 0.1.27).
+    """
+    if fdr_scope not in {"per_perturbation", "global"}:
+        raise ValueError(f"fdr_scope must be 'per_perturbation' or 'global', got {fdr_scope!r}")
+    labels = adata.obs[pert_col].astype(str).to_numpy()
+    if control not in set(labels):
+        raise ValueError(f"no control cells ({pert_col} == {control!r})")
+    targets = sorted(set(labels) - {control})
+    if not targets:
+        raise ValueError("no perturbed cells: nothing to test")
+    control_rows = np.flatnonzero(labels == control)
+    groups = [np.flatnonzero(labels == t) for t in targets]
+    matrix = adata.X.tocsc() if sp.issparse(adata.X) else np.asarray(adata.X)
+    n_cells, n_genes = adata.shape
+    chunk = max(1, max_block // n_cells)
+    p_values = np.empty((len(targets), n_genes))
+    for start in range(0, n_genes, chunk):
+        stop = min(start + chunk, n_genes)
+        block = matrix[:, start:stop]
+        keys, stride = _gene_keys(block.toarray() if sp.issparse(block) else block)
+        p_values[:, start:stop] = _mann_whitney_block(keys, stride, groups, control_rows)
+
+    bulk = _bulk_table(adata, pert_col)
+    target_mean = np.expm1(bulk.loc[targets].to_numpy())
+    control_mean = np.expm1(bulk.loc[[control]].to_numpy())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lfc = np.log2(target_mean / control_mean)
+    lfc = np.where((target_mean == 0) & (control_mean == 0), 0.0, lfc)
+
+    if fdr_scope == "global":
+        fdr = stats.false_discovery_control(p_values.ravel()).reshape(p_values.shape)
+    else:
+        fdr = stats.false_discovery_control(p_values, axis=1)
+    return pd.DataFrame(
+        {
+            "target": np.repeat(targets, n_genes),
+            "gene": np.tile(adata.var_names.to_numpy(), len(targets)),
+            "p_value": p_values.ravel(),
+            "fdr": fdr.ravel(),
+            "log2_fold_change": lfc.ravel(),
+        }
+    )
+
+
+def _significant(de: pd.DataFrame) -> dict[str, list[str]]:
+    """Per target, the significant genes ranked by |log2 fold change| (desc; ties in gene order).
+
+    As cell-eval does, fdr and fold changes are compared in float32.
+    """
+    sig = de[de["fdr"].to_numpy(dtype=np.float32) < np.float32(FDR_THRESHOLD)]
+    strength = -np.abs(sig["log2_fold_change"].to_numpy(dtype=np.float32))
+    sig = sig.assign(_strength=strength).sort_values(["target", "_strength"], kind="stable")
+    ranked = sig.groupby("target", sort=False)["gene"].agg(list).to_dict()
+    return {t: ranked.get(t, []) for t in de["target"].unique()}
+
+
+def de_overlap(de_pred: pd.DataFrame, de_real: pd.DataFrame, k: int | None = None) -> pd.Series:
+    """Overlap of significant DE genes: |real_sig ∩ top_k(pred_sig)| / k, k = |real_sig| by default. Ch. 07.
+
+    Genes are ranked by |log2 fold change|; with k given, both lists are cut at min(k, |real_sig|).
+    0 for a perturbation without real significant genes (it still counts in the mean).
+    """
+    real, pred = _significant(de_real), _significant(de_pred)
+    values = {}
+    for target, real_genes in real.items():
+        top = len(real_genes) if k is None else min(k, len(real_genes))
+        pred_genes = pred.get(target, [])
+        values[target] = 0.0 if top == 0 else len(set(real_genes[:top]) & set(pred_genes[:top])) / top
+    return pd.Series(values, dtype=float)
+
+
+def de_direction_match(de_pred: pd.DataFrame, de_real: pd.DataFrame) -> pd.Series:
+    """Fraction of real significant genes whose predicted fold change has the same sign (NaN: none). Ch. 07."""
+    real_sig = de_real[de_real["fdr"].to_numpy(dtype=np.float32) < np.float32(FDR_THRESHOLD)]
+    pred = de_pred.set_index(["target", "gene"])["log2_fold_change"]
+    pred_lfc = pred.reindex(pd.MultiIndex.from_frame(real_sig[["target", "gene"]])).to_numpy()
+    same = np.sign(real_sig["log2_fold_change"].to_numpy(dtype=np.float32)) == np.sign(pred_lfc.astype(np.float32))
+    matched = pd.Series(same, index=real_sig["target"].to_numpy()).groupby(level=0).mean()
+    return matched.reindex(de_real["target"].unique())
+
+
+# ----------------------------------------------------------------------------- evaluate and score
+
+
+def evaluate(
+    pred: ad.AnnData,
+    real: ad.AnnData,
+    *,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    fdr_scope: str = "per_perturbation",
+) -> pd.DataFrame:
+    """Every metric for every non-control perturbation, as cell-eval computes them. Taught in ch. 08.
+
+    `pred` and `real` hold log1p-normalized cells (count-like input is normalized as cell-eval does,
+    with a warning), the same genes in the same order, the same perturbations and their own control
+    cells. Returns one row per perturbation (sorted names) with columns mae, mse, mae_delta,
+    pearson_delta, discrimination_score_l1/l2/cosine, overlap_at_N, overlap_at_50/100/200/500,
+    de_direction_match, n_sig_real and n_sig_pred.
+    """
+    pred, real = _check_pair(pred, real, pert_col, control)
+    pred_bulk, real_bulk = _bulk_table(pred, pert_col), _bulk_table(real, pert_col)
+    perts = sorted(set(real_bulk.index) - {control})
+    pred_delta = pred_bulk.loc[perts] - pred_bulk.loc[control].to_numpy()
+    real_delta = real_bulk.loc[perts] - real_bulk.loc[control].to_numpy()
+    error = pred_bulk.loc[perts] - real_bulk.loc[perts]
+
+    table = pd.DataFrame(index=pd.Index(perts, name=pert_col))
+    table["mae"] = mae(pred_bulk.loc[perts], real_bulk)
+    table["mse"] = (error**2).mean(axis=1)
+    table["mae_delta"] = (pred_delta - real_delta).abs().mean(axis=1)
+    table["pearson_delta"] = pearson_delta(pred_delta, real_delta)
+    for metric in ("l1", "l2", "cosine"):
+        table[f"discrimination_score_{metric}"] = discrimination_score(pred_delta, real_delta, metric)
+
+    de_pred = wilcoxon_de(pred, pert_col=pert_col, control=control, fdr_scope=fdr_scope)
+    de_real = wilcoxon_de(real, pert_col=pert_col, control=control, fdr_scope=fdr_scope)
+    table["overlap_at_N"] = de_overlap(de_pred, de_real)
+    for k in (50, 100, 200, 500):
+        table[f"overlap_at_{k}"] = de_overlap(de_pred, de_real, k)
+    table["de_direction_match"] = de_direction_match(de_pred, de_real)
+    for name, de in (("real", de_real), ("pred", de_pred)):
+        significant = de["fdr"].to_numpy(dtype=np.float32) < np.float32(FDR_THRESHOLD)
+        table[f"n_sig_{name}"] = pd.Series(significant, index=de["target"].to_numpy()).groupby(level=0).sum()
+    return table
+
+
+def score(user: pd.DataFrame, baseline: pd.DataFrame, metrics: Sequence[str] = VCC_METRICS) -> pd.Series:
+    """The challenge score: each metric's mean, scaled against the baseline's, and their average. Ch. 08.
+
+    Lower-is-better metrics (MAE): 1 - user / baseline. Others: (user - baseline) / (1 - baseline).
+    NaN becomes 0 and scores are clipped below at 0 (not above), as in cell-eval; `avg_score` is the
+    mean of the scaled metrics (the leaderboard shows 100 x avg_score).
+    """
+    missing = [m for m in metrics if m not in user.columns or m not in baseline.columns]
+    if missing:
+        raise ValueError(f"metrics {missing} are missing from the user or baseline table (evaluate() makes them)")
+    scaled = {}
+    for metric in metrics:
+        u, b = user[metric].mean(), baseline[metric].mean()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = 1 - np.float64(u) / b if metric in LOWER_IS_BETTER else (np.float64(u) - b) / (1 - np.float64(b))
+        scaled[metric] = max(0.0, 0.0 if np.isnan(value) else float(value))
+    scaled["avg_score"] = float(np.mean(list(scaled.values())))
+    return pd.Series(scaled)
