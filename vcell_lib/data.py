@@ -25,6 +25,7 @@ __all__ = [
     "DATASETS",
     "PERT",
     "DatasetUnavailableError",
+    "ensure_log1p",
     "assign_split",
     "check_split",
     "fetch",
@@ -182,6 +183,32 @@ def normalize_log1p(adata: ad.AnnData, target_sum: float | None = None) -> ad.An
     sc.pp.normalize_total(result, target_sum=target_sum)
     sc.pp.log1p(result)
     return result
+
+
+def ensure_log1p(adata: ad.AnnData, name: str = "adata") -> ad.AnnData:
+    """Return `adata` if X is log1p-normalized; normalize count-like X (with a warning), as cell-eval does. Ch. 05.
+
+    Raises on NaN/inf, negative values, or fractional values up to 15 or more (not log1p data).
+    """
+    values = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
+    if values.size and not np.isfinite(values).all():
+        raise ValueError(f"{name}.X has {int((~np.isfinite(values)).sum())} NaN or infinite values")
+    if values.size and values.min() < 0:
+        raise ValueError(f"{name}.X has negative values (min {values.min():.4g}): expected log1p-normalized data >= 0")
+    if values.size == 0 or np.all(values == np.round(values)):
+        warnings.warn(
+            f"{name}.X looks like raw counts (all values are integers): normalizing each cell to the median "
+            "library size and applying log1p, as cell-eval does",
+            stacklevel=3,
+        )
+        plain = ad.AnnData(X=adata.X.copy(), obs=adata.obs.copy(), var=adata.var[[]].copy())
+        return normalize_log1p(plain)
+    if values.max() >= 15:
+        raise ValueError(
+            f"{name}.X has values up to {values.max():.4g}: that is not log1p-normalized data (cell-eval rejects "
+            "max >= 15); normalize with vcell_lib.data.normalize_log1p"
+        )
+    return adata
 
 
 def pseudobulk(adata: ad.AnnData, by: str | Sequence[str] = PERT, *, layer: str | None = None) -> ad.AnnData:

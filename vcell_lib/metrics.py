@@ -8,7 +8,6 @@ rankings, infinite fold changes, 0-based ranks), this module makes the same one 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import anndata as ad
@@ -18,7 +17,7 @@ import scipy.sparse as sp
 from scipy import special, stats
 from scipy.spatial.distance import cdist
 
-from vcell_lib.data import CONTROL, PERT, normalize_log1p, pseudobulk
+from vcell_lib.data import CONTROL, PERT, ensure_log1p, pseudobulk
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -41,33 +40,6 @@ FDR_THRESHOLD = 0.05
 
 
 # ----------------------------------------------------------------------------- input checks
-
-
-def _values(matrix) -> np.ndarray:
-    return matrix.data if sp.issparse(matrix) else np.asarray(matrix)
-
-
-def _as_log1p(adata: ad.AnnData, side: str) -> ad.AnnData:
-    """Check one side's X; count-like data are normalized as cell-eval does (with a warning)."""
-    values = _values(adata.X)
-    if values.size and not np.isfinite(values).all():
-        raise ValueError(f"{side}.X has {int((~np.isfinite(values)).sum())} NaN or infinite values")
-    if values.size and values.min() < 0:
-        raise ValueError(f"{side}.X has negative values (min {values.min():.4g}): expected log1p-normalized data >= 0")
-    if values.size == 0 or np.all(values == np.round(values)):
-        warnings.warn(
-            f"{side}.X looks like raw counts (all values are integers): normalizing each cell to the median "
-            "library size and applying log1p, as cell-eval does",
-            stacklevel=3,
-        )
-        plain = ad.AnnData(X=adata.X.copy(), obs=adata.obs.copy(), var=adata.var[[]].copy())
-        return normalize_log1p(plain)
-    if values.max() >= 15:
-        raise ValueError(
-            f"{side}.X has values up to {values.max():.4g}: that is not log1p-normalized data (cell-eval rejects "
-            "max >= 15); normalize with vcell_lib.data.normalize_log1p"
-        )
-    return adata
 
 
 def _check_pair(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str) -> tuple[ad.AnnData, ad.AnnData]:
@@ -99,7 +71,7 @@ def _check_pair(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str)
             f"pred and real perturbations differ: missing from pred {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
             f"extra in pred {extra[:5]}{' ...' if len(extra) > 5 else ''}"
         )
-    return _as_log1p(pred, "pred"), _as_log1p(real, "real")
+    return ensure_log1p(pred, "pred"), ensure_log1p(real, "real")
 
 
 # ----------------------------------------------------------------------------- expression metrics
