@@ -384,14 +384,17 @@ def test_unpinned_download_warns(tmp_path, monkeypatch, file_server):
         data.fetch("unpinned", progress=False)
 
 
-def test_registry_pins_the_shipped_file():
-    entry = data.DATASETS["papalexi2021_thp1"]
-    shipped = data.PAPALEXI_FILE
+@pytest.mark.parametrize(
+    ("name", "shipped"), [("papalexi2021_thp1", data.PAPALEXI_FILE), ("human_proteins", data.PROTEIN_FILE)]
+)
+def test_registry_pins_the_shipped_files(name, shipped):
     from pathlib import Path
 
+    entry = data.DATASETS[name]
     path = Path(__file__).resolve().parents[1] / "data" / shipped
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
     assert entry.url.endswith(f"/raw/main/data/{shipped}")
+    assert data.shipped_file(shipped, name) == path
 
 
 def test_load_vcc_training_on_a_challenge_schema_file(tmp_path):

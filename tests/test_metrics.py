@@ -81,6 +81,12 @@ def test_fdr_scopes_and_fold_changes():
     np.testing.assert_allclose(pooled["fdr"], stats.false_discovery_control(local["p_value"]))
     with pytest.raises(ValueError, match="fdr_scope"):
         wilcoxon_de(adata, fdr_scope="per_gene")
+    with pytest.raises(ValueError, match="no column 'guide'"):
+        wilcoxon_de(adata, pert_col="guide")
+    counts = adata.copy()
+    counts.X = np.random.default_rng(0).poisson(5.0, counts.shape).astype(np.float32)
+    with pytest.warns(UserWarning, match="raw counts"):  # normalized first: no overflow in the fold change
+        assert np.isfinite(wilcoxon_de(counts)["p_value"]).all()
 
     X = np.array([[0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], dtype=np.float32)  # controls first
     tiny = ad.AnnData(X=X, obs=pd.DataFrame({"target_gene": [CONTROL, CONTROL, "T", "T"]}, index=list("abcd")))

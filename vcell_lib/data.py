@@ -415,12 +415,18 @@ class Dataset:
 
 REPOSITORY = "https://github.com/virtual-cell-book/virtual-cell-book"
 PAPALEXI_FILE = "papalexi2021_thp1_eccite_lowmoi.h5ad"
+PROTEIN_FILE = "human_proteins_canonical_by_hgnc.fasta.gz"
 
 DATASETS: dict[str, Dataset] = {
     "papalexi2021_thp1": Dataset(
         url=f"{REPOSITORY}/raw/main/data/{PAPALEXI_FILE}",
         sha256="ec00db011ec123e5b9368bc5a44a11830a530610ae35bdc606dd97e1b0d5eb68",
         description="Papalexi et al. 2021 THP-1 ECCITE-seq CRISPR screen, 20,729 cells x 299 genes (shipped in data/)",
+    ),
+    "human_proteins": Dataset(
+        url=f"{REPOSITORY}/raw/main/data/{PROTEIN_FILE}",
+        sha256="71b6b2b171338d5e90b99b66e7ff4af1da680327855f3b6630dd02d963fa2c91",
+        description="19,139 human proteins, one canonical Swiss-Prot sequence per HGNC gene (shipped in data/)",
     ),
     "vcc2025_support_set": Dataset(
         url="https://storage.googleapis.com/vcc_data_prod/datasets/state/competition_support_set.zip",
@@ -477,10 +483,14 @@ def load_papalexi2021(path: str | os.PathLike | None = None) -> ad.AnnData:
 
     Looks for the file at `path`, then in the repository's data/ folder, then downloads it (Colab).
     """
-    if path is None:
-        shipped = Path(__file__).resolve().parents[1] / "data" / PAPALEXI_FILE
-        path = shipped if shipped.exists() else fetch("papalexi2021_thp1")
+    path = shipped_file(PAPALEXI_FILE, "papalexi2021_thp1") if path is None else path
     return load_perturbation_data(path, batch_col="bio_rep", cell_type="THP-1")
+
+
+def shipped_file(filename: str, dataset: str) -> Path:
+    """A file of the repository's data/ folder, or (installed from pip, e.g. on Colab) its downloaded copy."""
+    shipped = Path(__file__).resolve().parents[1] / "data" / filename
+    return shipped if shipped.exists() else Path(fetch(dataset))
 
 
 def load_vcc_training(path: str | os.PathLike | None = None) -> ad.AnnData:

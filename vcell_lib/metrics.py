@@ -209,6 +209,9 @@ def wilcoxon_de(
     """
     if fdr_scope not in {"per_perturbation", "global"}:
         raise ValueError(f"fdr_scope must be 'per_perturbation' or 'global', got {fdr_scope!r}")
+    if pert_col not in adata.obs.columns:
+        raise ValueError(f"adata.obs has no column {pert_col!r}; its columns are {list(adata.obs.columns)}")
+    adata = ensure_log1p(adata, "adata")  # fold changes are defined on log1p data
     labels = adata.obs[pert_col].astype(str).to_numpy()
     if control not in set(labels):
         raise ValueError(f"no control cells ({pert_col} == {control!r})")
