@@ -105,6 +105,8 @@ def test_baseline_input_errors():
         cell_mean_baseline(train, {})
     with pytest.raises(ValueError, match="positive integers"):
         cell_mean_baseline(train, {"P0": 2.5})
+    with pytest.raises(ValueError, match=r"unused categories with 0: use counts\[counts > 0\]"):
+        cell_mean_baseline(train, {"P0": 2, "P1": 0})
     with pytest.raises(ValueError, match="columns 'target_gene' and 'n_cells'"):
         cell_mean_baseline(train, pd.DataFrame({"gene": ["P0"], "cells": [3]}))
     no_controls = train[train.obs["target_gene"] != CONTROL].copy()

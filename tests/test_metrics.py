@@ -88,7 +88,7 @@ def test_fdr_scopes_and_fold_changes():
     with pytest.warns(UserWarning, match="raw counts"):  # normalized first: no overflow in the fold change
         assert np.isfinite(wilcoxon_de(counts)["p_value"]).all()
 
-    X = np.array([[0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], dtype=np.float32)  # controls first
+    X = np.array([[0, 0.5, 0], [0, 0.5, 0], [0, 0, 0.5], [0, 0, 0.5]], dtype=np.float32)  # controls first
     tiny = ad.AnnData(X=X, obs=pd.DataFrame({"target_gene": [CONTROL, CONTROL, "T", "T"]}, index=list("abcd")))
     lfc = wilcoxon_de(tiny).set_index("gene")["log2_fold_change"]
     assert lfc.iloc[0] == 0 and lfc.iloc[1] == -np.inf and lfc.iloc[2] == np.inf  # 0/0, pert 0, control 0
@@ -111,6 +111,25 @@ def test_discrimination_by_hand():
     assert discrimination_score(knock_only, zero).min() < 1
     with pytest.raises(ValueError, match="metric"):
         discrimination_score(real, real, metric="l3")
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2", "cosine"])
+def test_discrimination_distances_are_sklearns(metric):
+    """cell-eval ranks with sklearn's pairwise_distances, including all-zero predictions (cosine: distance 1)."""
+    from sklearn.metrics import pairwise_distances
+
+    rng = np.random.default_rng(6)
+    perts = [f"P{i}" for i in range(12)]
+    real = pd.DataFrame(rng.normal(size=(12, 30)), index=perts, columns=perts + [f"G{i}" for i in range(18)])
+    pred = real + rng.normal(scale=1.5, size=real.shape)
+    pred.iloc[3] = 0.0  # an all-zero predicted effect
+    ours = discrimination_score(pred, real, metric)
+    kind = {"l1": "manhattan", "l2": "euclidean", "cosine": "cosine"}[metric]
+    for i, p in enumerate(perts):
+        keep = real.columns != p
+        d = pairwise_distances(real.loc[:, keep].to_numpy(), pred.loc[[p], keep].to_numpy(), metric=kind).ravel()
+        rank = int(np.flatnonzero(np.argsort(d) == i)[0])
+        assert ours[p] == pytest.approx(1 - rank / 12), p
 
 
 def test_overlap_by_hand():

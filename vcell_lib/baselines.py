@@ -37,7 +37,10 @@ def _cell_counts(counts: Mapping[str, int] | pd.Series | pd.DataFrame, control: 
         raise ValueError("counts is empty: give the number of cells to predict for each perturbation")
     if series.isna().any() or (series < 1).any() or (series != np.round(series)).any():
         bad = series[series.isna() | (series < 1) | (series != np.round(series))]
-        raise ValueError(f"counts must be positive integers; bad entries: {bad.head().to_dict()}")
+        hint = " (value_counts() of a categorical column lists unused categories with 0: use counts[counts > 0])"
+        raise ValueError(
+            f"counts must be positive integers; bad entries: {bad.head().to_dict()}{hint if (bad == 0).any() else ''}"
+        )
     series.index = series.index.astype(str)
     return series.astype(int)
 

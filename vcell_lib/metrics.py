@@ -97,6 +97,17 @@ def pearson_delta(pred_delta: pd.DataFrame, real_delta: pd.DataFrame) -> pd.Seri
     return pd.Series(np.clip(r, -1, 1), index=pred_delta.index)
 
 
+def _distances(rows: np.ndarray, vector: np.ndarray, metric: str) -> np.ndarray:
+    """Distance of each row to `vector`, as sklearn.metrics.pairwise_distances (cell-eval) defines it."""
+    if metric != "cosine":
+        return cdist(rows, vector[None, :], metric="cityblock" if metric == "l1" else "euclidean").ravel()
+    # A zero vector has no direction: similarity 0, distance 1 (scipy's cdist would give NaN).
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(vector)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        similarity = np.where(norms > 0, rows @ vector / norms, 0.0)
+    return np.clip(1.0 - similarity, 0.0, 2.0)
+
+
 def discrimination_score(pred_delta: pd.DataFrame, real_delta: pd.DataFrame, metric: str = "l1") -> pd.Series:
     """How well each prediction picks out its own perturbation among all real ones (1 = best). Ch. 06.
 
@@ -108,7 +119,6 @@ def discrimination_score(pred_delta: pd.DataFrame, real_delta: pd.DataFrame, met
     if metric not in {"l1", "l2", "cosine"}:
         raise ValueError(f"metric must be 'l1', 'l2' or 'cosine', got {metric!r}")
     real_delta = real_delta.loc[pred_delta.index]
-    kind = {"l1": "cityblock", "l2": "euclidean", "cosine": "cosine"}[metric]
     genes = pred_delta.columns
     real = real_delta.to_numpy(dtype=np.float64)
     pred = pred_delta.to_numpy(dtype=np.float64)
@@ -116,7 +126,7 @@ def discrimination_score(pred_delta: pd.DataFrame, real_delta: pd.DataFrame, met
     scores = np.empty(n)
     for i, pert in enumerate(pred_delta.index):
         keep = np.asarray(genes != pert)
-        distances = cdist(real[:, keep], pred[i : i + 1, keep], metric=kind).ravel()
+        distances = _distances(real[:, keep], pred[i, keep], metric)
         rank = int(np.flatnonzero(np.argsort(distances) == i)[0])
         scores[i] = 1 - rank / n
     return pd.Series(scores, index=pred_delta.index)
