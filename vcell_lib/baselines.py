@@ -4,6 +4,9 @@ Taught in chapter 08. Each function takes training cells (log1p-normalized AnnDa
 perturbation column and control cells) and the number of cells to predict per perturbation, and
 returns a prediction AnnData: those cells, labelled in `target_gene`, followed by real control cells
 (the evaluation compares each side with its own controls).
+
+The baselines group training cells by perturbation label only: pass exactly the cells (cell types)
+you want pooled, and the target cell type's control cells as `controls`.
 """
 
 from __future__ import annotations

@@ -240,12 +240,15 @@ def wilcoxon_de(
         keys, stride = _gene_keys(block.toarray() if sp.issparse(block) else block)
         p_values[:, start:stop] = _mann_whitney_block(keys, stride, groups, control_rows)
 
-    bulk = _bulk_table(adata, pert_col)
-    target_mean = np.expm1(bulk.loc[targets].to_numpy())
-    control_mean = np.expm1(bulk.loc[[control]].to_numpy())
+    # Means, expm1 and log2 in the data's own dtype, as pdex computes them: when a prediction's fold
+    # changes are at rounding-noise level, their ranking (and so DES) depends on these details.
+    def group_mean(rows: np.ndarray) -> np.ndarray:
+        return np.expm1(np.asarray(adata.X[rows].mean(axis=0)).ravel())
+
+    control_mean = group_mean(control_rows)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lfc = np.log2(target_mean / control_mean)
-    lfc = np.where((target_mean == 0) & (control_mean == 0), 0.0, lfc)
+        lfc = np.stack([np.log2(group_mean(rows) / control_mean) for rows in groups])
+    lfc[np.isnan(lfc)] = 0.0  # 0 / 0: unexpressed on both sides
 
     if fdr_scope == "global":
         fdr = stats.false_discovery_control(p_values.ravel()).reshape(p_values.shape)
