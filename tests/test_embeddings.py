@@ -149,12 +149,17 @@ def test_gene_embeddings_average_isoforms_and_cache(random_esm2, tmp_path):
     isoforms = embed_sequences(random_esm2, records["A"])
     np.testing.assert_allclose(table[0], isoforms.mean(axis=0), atol=1e-5)
     assert genes == ["A", "B"] and table.shape == (2, 32)
-    cache_file = tmp_path / "tiny_test_esm2_untrained.npz"
+    cache_file = tmp_path / "tiny_test_esm2_untrained_layer2_window1022.npz"
     assert cache_file.exists() and len(np.load(cache_file).files) == 3
 
-    class Exploding:  # a cache hit must not run the model
-        def __getattr__(self, name):
+    class Exploding:  # a cache hit must not run the model (reading its size is fine)
+        num_layers, embed_dim = 2, 32
+
+        def __call__(self, *args, **kwargs):
             raise AssertionError("the model ran although every sequence was cached")
+
+        def parameters(self):
+            raise AssertionError("the model was prepared to run although every sequence was cached")
 
     cached_model = ESM2(Exploding(), random_esm2.alphabet, random_esm2.name, pretrained=False)
     _, again = gene_embeddings(records, cached_model, cache_dir=tmp_path, progress=False)
@@ -162,6 +167,12 @@ def test_gene_embeddings_average_isoforms_and_cache(random_esm2, tmp_path):
     # A new sequence is a cache miss: only it is embedded, and it joins the cache.
     gene_embeddings({"C": ["MKVLAAGG"]}, random_esm2, cache_dir=tmp_path, progress=False)
     assert len(np.load(cache_file).files) == 4
+    # Another layer is another cache: never the last layer's vectors under a layer-1 request.
+    _, layer1 = gene_embeddings(records, random_esm2, cache_dir=tmp_path, progress=False, layer=1)
+    np.testing.assert_allclose(
+        layer1, np.stack([embed_sequences(random_esm2, records[g], layer=1).mean(0) for g in "AB"]), atol=1e-5
+    )
+    assert not np.allclose(layer1, table)
 
 
 def test_gene_embeddings_errors(random_esm2):

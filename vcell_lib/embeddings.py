@@ -220,15 +220,16 @@ def embed_sequences(
     Proteins longer than `window` residues are cut into half-overlapping windows; per-residue vectors
     of overlapping windows are averaged before pooling. Windows are sorted by length and batched up
     to `max_tokens` tokens, so similar lengths share a batch and little padding is computed.
-    `layer` defaults to the last layer.
+    `layer` defaults to the last layer. The model runs where it is (move it with esm2.model.to("cuda")),
+    unless `device` is given, in which case it is moved there.
     """
     import torch
 
     layer = esm2.layers if layer is None else layer
     if not 0 <= layer <= esm2.layers:
         raise ValueError(f"layer must be in [0, {esm2.layers}], got {layer}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = esm2.model.to(device)
+    model = esm2.model if device is None else esm2.model.to(device)
+    device = next(model.parameters()).device
     pieces = [(i, s, e) for i, seq in enumerate(sequences) for s, e in windows(len(seq), window)]
     pieces.sort(key=lambda piece: piece[2] - piece[1])
     batches, current = [], []
@@ -277,8 +278,8 @@ def gene_embeddings(
     """Gene vectors: each isoform mean-pooled by ESM-2, then the isoforms averaged. Taught in chapter 09.
 
     `fasta` is a path or {gene: [isoform sequences]}. Returns (genes, array of shape (n_genes, width)).
-    With `cache_dir`, isoform vectors are stored under the model's name and each sequence's sha256, so a
-    second call only runs the model on sequences it has not seen.
+    With `cache_dir`, isoform vectors are stored under the model's name, the layer and the window size,
+    keyed by each sequence's sha256, so a second call only runs the model on sequences it has not seen.
     """
     records = read_fasta(fasta) if isinstance(fasta, (str, os.PathLike)) else {g: list(s) for g, s in fasta.items()}
     names = list(records) if genes is None else list(dict.fromkeys(genes))
@@ -295,9 +296,10 @@ def gene_embeddings(
     cache: dict[str, np.ndarray] = {}
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{esm2.name}.npz"
-        if not esm2.pretrained:
-            cache_file = Path(cache_dir) / f"{esm2.name}_untrained.npz"
+        layer = embed_kwargs.get("layer") or esm2.layers
+        window = embed_kwargs.get("window", MAX_RESIDUES)
+        weights = "pretrained" if esm2.pretrained else "untrained"
+        cache_file = Path(cache_dir) / f"{esm2.name}_{weights}_layer{layer}_window{window}.npz"
         if cache_file.exists():
             with np.load(cache_file) as stored:
                 cache = {key: stored[key] for key in stored.files}
