@@ -651,7 +651,7 @@ print(
 # - A single-cell transcriptome is a vector of mRNA counts, one per gene; the experiment captures only a fraction of the molecules.
 # - Transcription happens in bursts. The telegraph model, simulated exactly with Gillespie's algorithm, predicts Poisson-Beta counts: overdispersed (Fano factor up to one plus the burst size, when bursts are short and rare), with many zeros.
 # - Capture thins the counts binomially: the mean shrinks by $\eta$, the Fano factor moves towards one, and zeros multiply without any special "dropout" process.
-# - CRISPRi silences a gene at its promoter, so its mRNA drops; a knockout destroys the protein while the mRNA may remain. Either way, the effect propagates through the regulatory network to other genes.
+# - CRISPRi silences a gene at its promoter, so its mRNA drops; a knockout disrupts the gene so that no functional protein is made, while the mRNA may remain. Either way, the effect propagates through the regulatory network to other genes.
 # - Perturbation effects are shifts of distributions over many cells, measured against controls: this is what a virtual cell predicts.
 
 # %% [markdown]

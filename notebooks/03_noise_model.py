@@ -63,28 +63,34 @@ versions()
 # Think of a perturbed cell's expression as built in layers.
 #
 # $$
-# \underbrace{X_p}_{\text{what we measure}} \;=\; \underbrace{T_p(X_0)}_{\text{basal state, transformed by the perturbation}} \;+\; \underbrace{H}_{\text{cell-to-cell heterogeneity}} \;+\; \underbrace{\varepsilon}_{\text{technical noise}}
+# \underbrace{X_p}_{\text{what we measure}} \;=\; \underbrace{T_p(X_0)}_{\text{basal state, transformed by the perturbation}} \;+\; \underbrace{H}_{\text{biological variability}} \;+\; \underbrace{\varepsilon}_{\text{technical noise}}
 # $$
 #
 # - $X_0$ is the **basal state**: the expression program of the cell type (the "context") before any perturbation.
 # - $T_p$ is the **perturbation effect**: silencing gene $p$ lowers its own expression, and the change travels through the gene regulatory network to the genes it controls.
-# - $H$ is **biological heterogeneity**: programs that vary between cells of the same type regardless of the perturbation, such as the cell cycle, cell size or stress.
-# - $\varepsilon$ is **technical noise**: each cell's capture efficiency, its sequencing depth, the batch it was processed in, and the random sampling of molecules (chapter 1).
+# - $H$ is **biological variability** between cells of the same type, regardless of the perturbation: programs such as the cell cycle or stress, the cell's size (its total mRNA), and transcription in {term}`bursts <burst>`, which makes a gene's molecule count overdispersed (chapter 1: this is biology, present before any measurement).
+# - $\varepsilon$ is **technical noise**: each cell's {term}`capture efficiency`, its sequencing depth, the batch it was processed in, and the binomial thinning that decides which of its molecules are counted (chapter 1).
 #
 # A virtual cell has to learn $T_p$, for perturbations and cell types it has not seen, while $H$ and $\varepsilon$ blur every example it learns from.
-# The "+" is a convenient fiction: in the simulator below, $T_p$, $H$ and batch shifts add up on the *log* scale of expected expression, and sampling noise then acts on the counts.
+# The "+" is a convenient fiction: in the simulator below, $T_p$, the programs of $H$ and the batch shifts of $\varepsilon$ add up on the *log* scale of expected expression, while cell size and bursting ($H$) and capture ($\varepsilon$) act on the counts.
 # Concretely, for cell $i$ of context $c$, batch $b$, with perturbation $p$:
 #
 # $$
-# \log \lambda_{ig} = \underbrace{\mu_{cg}}_{X_0} + \underbrace{k_i\, r_{cpg}}_{T_p} + \underbrace{(L^\top z_i)_g}_{H} + \underbrace{\beta_{bg}}_{\text{batch}},
+# \log \lambda_{ig} = \underbrace{\mu_{cg}}_{X_0} + \underbrace{k_i\, a_{cpg}}_{T_p} + \underbrace{(L^\top z_i)_g}_{H:\ \text{programs}} + \underbrace{\beta_{bg}}_{\varepsilon:\ \text{batch}},
 # \qquad
-# m_{ig} \sim \operatorname{NB}\!\Bigl(M_i \tfrac{\lambda_{ig}}{Z_c},\, \theta_g\Bigr),
+# \underbrace{m_{ig} \sim \operatorname{NB}\!\Bigl(M_i \tfrac{\lambda_{ig}}{Z_c},\, \theta_g\Bigr)}_{H:\ \text{size, bursting}},
 # \qquad
-# x_{ig} \sim \operatorname{Binomial}(m_{ig}, \eta_i).
+# \underbrace{x_{ig} \sim \operatorname{Binomial}(m_{ig}, \eta_i)}_{\varepsilon:\ \text{capture, depth}}.
 # $$
 #
-# Here $k_i = \log(1 - \text{efficiency}_i)$ is the strength of the cell's knockdown (zero for controls and for cells whose guide failed; efficiency is capped at 98%, since CRISPRi rarely silences completely), $r_{cpg}$ is how gene $g$ responds per unit of knockdown of $p$ in context $c$, $z_i$ are the cell's program scores with gene loadings $L$, $M_i$ is the cell's total number of mRNA molecules, $Z_c$ normalizes the context's profile, $\theta_g$ is the gene's negative binomial inverse dispersion, and $\eta_i$ is the cell's capture efficiency.
-# `simulate_perturbseq` implements exactly this and stores what is normally hidden: every cell's knockdown, size and capture, and the true mean effect of every perturbation in every context.
+# Here $\lambda_{ig}$ is the cell's expected expression rate of gene $g$ before size and capture, $\mu_{cg}$ is the context's basal log-expression, $k_i = \log(1 - \text{efficiency}_i)$ is the strength of the cell's knockdown (zero for controls and for cells whose guide failed; efficiency is capped at 98%, since CRISPRi rarely silences completely), and $a_{cpg}$ is how gene $g$ responds per unit of knockdown of $p$ in context $c$.
+# Then $z_i$ are the cell's program scores with gene loadings $L$, $\beta_{bg}$ is batch $b$'s shift of gene $g$, $M_i$ is the cell's total number of mRNA molecules (drawn per cell), $Z_c$ normalizes the context's profile to sum to one, $m_{ig}$ is the number of molecules in the cell, and $\theta_g$ is the gene's negative binomial inverse dispersion (chapter 1 called it $r$).
+# Finally $\eta_i$ is the cell's capture efficiency, drawn per cell and scaled by its batch's sequencing depth, and $x_{ig}$ is the observed count.
+#
+# Writing $T_p(X_0)$ allows the effect to depend on the cell's state.
+# The simulator simplifies: the effect depends on the state only through the context $c$, it adds to the log-rate, and it is linear in the knockdown strength $k_i$, whatever the cell's programs or size.
+# Real responses are not linear: in exercise 4 of chapter 1, a target was buffered against mild knockdowns of its regulator, and its response steepened as the knockdown grew.
+# `simulate_perturbseq` implements exactly this model and stores what is normally hidden: every cell's knockdown, size and capture, and the true mean effect of every perturbation in every context.
 
 # %%
 params = SimulationParams(
@@ -108,7 +114,7 @@ print(sim.obs.head())
 #
 # The same genome runs a different program in each cell type (chapter 1).
 # In the simulator each context has its own mean log-expression profile $\mu_c$: a shared component plus context-specific deviations, and a few strong "marker" genes.
-# Control cells show that program directly, so we compare the two contexts' control pseudobulks (the mean log1p-normalized expression of a group of cells, chapter 4 covers it in depth).
+# Control cells show that program directly, so we compare the two contexts' control {term}`pseudobulk` profiles: the mean log1p-normalized expression of a group of cells, introduced in chapter 2 (chapter 4 covers it in depth).
 
 # %%
 norm = normalize_log1p(sim)
@@ -141,13 +147,16 @@ plt.show()
 
 # %% [markdown]
 # The profiles are correlated, because most genes do similar jobs in both cell types, but far from identical.
-# This is why the challenge is hard: its test cell type (H1 stem cells) differs from the cell types that most public training data come from {cite}`roohani2025`.
+# This is why transfer between cell types is hard.
+# The challenge eases it: it supplies control cells and 150 training perturbations in its own cell type, H1 human embryonic stem cells, so the test cell type is not entirely unseen {cite}`roohani2025`.
+# But the test perturbations were never measured in H1, and most public Perturb-seq data come from other cell types: a model must carry what it learns across perturbations, and what it learns from other data across cell types.
 
 # %% [markdown]
 # ## $T_p$: a knockdown travels through the network
 #
 # The simulator wires a random sparse gene regulatory network: about one gene in ten is a regulator, and each regulator controls a dozen targets with a random positive (activating) or negative (repressing) weight.
 # Silencing gene $p$ changes its own log-expression by $k_i$, and each target of $p$ changes by $k_i$ times the edge weight; the change propagates along paths of up to three edges.
+# So $a_{cpg}$ is 1 for the silenced gene itself (plus any loop back to it) and, for every other gene, the sum over paths from $p$ to $g$ of the product of their edge weights.
 # Each edge is active in a context only with some probability, so the same perturbation has a different effect in each cell type.
 # The stored truth, `true_effects(sim)`, is the *mean* log-change over perturbed cells, including incomplete knockdowns and escapers.
 
@@ -175,7 +184,7 @@ axes[0].set_title("True effects in context A (log scale)")
 axes[0].set_xlabel("gene")
 axes[0].set_ylabel("silenced gene")
 axes[0].grid(False)
-fig.colorbar(image, ax=axes[0], shrink=0.8)
+fig.colorbar(image, ax=axes[0], shrink=0.8, label="true effect (colours clipped at ±1)")
 effect_b = truth.loc[("context_B", example)]
 axes[1].scatter(effect_a, effect_b, s=10, color=PALETTE["perturbed"], alpha=0.7)
 axes[1].axhline(0, color="black", lw=0.5)
@@ -189,7 +198,8 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# In the heatmap, each row is a silenced gene and the first twelve columns are the same genes, so the dark blue diagonal is each target's own knockdown; the columns to the right are the most affected downstream genes, pushed up (red) or down (blue).
+# In the heatmap, each row is a silenced gene and the first columns are the same genes, in the same order, so the dark blue diagonal is each target's own knockdown; the columns to the right are the most affected downstream genes, pushed up (red) or down (blue).
+# The colour scale stops at ±1 so that weaker downstream effects stay visible: the knockdowns on the diagonal (about $-2$) and every effect beyond ±1 show in the darkest colour.
 # On the right, the same perturbation in the two contexts: many effects agree, some exist in only one context (points on an axis).
 # A model that learned the effect in one cell type must guess which parts transfer.
 #
@@ -218,9 +228,10 @@ assert own[~escaped].mean() < own[escaped].mean()
 # %% [markdown]
 # ## $H$: cells of one type are not identical
 #
-# Two control cells of the same type, same batch, differ by more than sampling noise: one may be dividing, another larger or stressed.
+# Two control cells of the same type, same batch, differ by more than measurement noise: one may be dividing, another larger or stressed.
 # The simulator gives each cell scores $z_i$ on a few hidden programs, each of which shifts a subset of genes up or down.
-# The principal components of control cells pick these programs up:
+# It also draws each cell's total mRNA $M_i$ (stored as `size`), and draws each gene's molecule count from a negative binomial: the bursting of chapter 1, which makes molecule counts vary far more than Poisson counts, before anything is measured.
+# The principal components of control cells pick the programs up:
 
 # %%
 controls_a = norm[
@@ -237,16 +248,18 @@ print("|correlation| of PC1 with each hidden program:", np.round(correlations, 2
 assert max(correlations) > 0.5
 
 # %% [markdown]
-# The first principal component of control cells tracks a hidden program: the largest structure among unperturbed cells is heterogeneity, not noise.
+# The first principal component of control cells tracks a hidden program: the largest structure among unperturbed cells is biological, not technical noise.
 # Because controls carry the same programs as perturbed cells, $H$ cancels in the *mean* difference between perturbed and control cells, but it adds variance to every single cell.
 
 # %% [markdown]
-# ## $\varepsilon$: size, capture, batch and sampling
+# ## $\varepsilon$: capture, depth, batch and thinning
 #
 # Technical noise comes in layers too.
-# Each cell has its own total mRNA $M_i$ and capture efficiency $\eta_i$, so library sizes vary several-fold; normalization divides this out (chapter 2).
-# Each batch shifts genes slightly and changes sequencing depth.
-# And the counts themselves are negative binomial samples, with the mean-variance relation we derived in chapter 1.
+# Each molecule in a cell is counted with probability $\eta_i$, the cell's capture efficiency: the binomial thinning of chapter 1, with an efficiency that itself varies from cell to cell.
+# Each batch shifts genes slightly ($\beta_{bg}$) and changes sequencing depth (a factor on $\eta_i$ shared by the batch's cells).
+# A cell's {term}`library size` is therefore the product of a biological quantity, its total mRNA $M_i$, and a technical one, $\eta_i$; normalization divides out both (chapter 2), because it cannot tell them apart.
+# The printout below the figure splits the spread of library sizes between the two.
+# The counts are overdispersed: bursting makes the molecule counts negative binomial, thinning keeps them negative binomial with the same $\theta_g$ (chapter 1), and the differences in size, programs and capture between cells add more variance.
 
 # %% tags=["hide-input"]
 library = np.asarray(sim.X.sum(1)).ravel()
@@ -278,9 +291,23 @@ axes[1].set(
 axes[1].legend()
 plt.tight_layout()
 plt.show()
-print(
-    f"library size: median {np.median(library):.0f}, 5th-95th percentile {np.percentile(library, 5):.0f}-{np.percentile(library, 95):.0f}"
-)
+for name, values, fmt in (
+    ("library size (UMIs)", library, ",.0f"),
+    ("cell size M_i (molecules)", sim.obs["size"].to_numpy(), ",.0f"),
+    ("capture efficiency eta_i", sim.obs["capture"].to_numpy(), ".3f"),
+):
+    low, mid, high = np.percentile(values, [5, 50, 95])
+    print(
+        f"{name:26s}: median {mid:{fmt}}, 5th-95th percentile {low:{fmt}} to {high:{fmt}}"
+    )
+log_library = np.log(library)
+for name in ("size", "capture"):
+    share = np.corrcoef(log_library, np.log(sim.obs[name]))[0, 1] ** 2
+    print(f"variance of log library size explained by log {name}: {share:.0%}")
+
+# %% [markdown]
+# Here capture explains more of the spread of library sizes than cell size does.
+# In real data nothing tells the two apart, so normalization removes both, and with them any real difference in total mRNA between cells; we will meet the consequence below.
 
 # %% [markdown]
 # ## Why controls are indispensable
@@ -326,19 +353,19 @@ assert same["mae"].median() < swapped["mae"].median() / 2
 #
 # Even the right comparison does not recover the truth exactly.
 # Part of the gap is sampling noise, which shrinks with more cells (next section).
-# Part is the log1p transformation: the mean of $\log(1+x)$ is not the log of the mean, and for lowly expressed genes it compresses large fold changes into small differences.
+# Part comes from how expression is measured and normalized, and does not shrink however many cells we average (the end of the next section).
 
 # %% [markdown]
 # ## How many cells does it take?
 #
-# The effect on gene $g$ is estimated from $n$ perturbed and $m$ control cells.
+# The effect on gene $g$ is estimated from $n$ perturbed and $n_0$ control cells.
 # If single-cell values of the gene (after log1p) have standard deviation $\sigma_g$, the difference of the two means has standard error
 #
 # $$
-# \operatorname{SE}_g = \sigma_g \sqrt{\tfrac{1}{n} + \tfrac{1}{m}} .
+# \operatorname{SE}_g = \sigma_g \sqrt{\tfrac{1}{n} + \tfrac{1}{n_0}} .
 # $$
 #
-# To detect an effect with a two-sided test at the 5% level 80% of the time, it must be about $(1.96 + 0.84) \approx 2.8$ standard errors large: the *minimal detectable effect* is $2.8\,\sigma_g\sqrt{1/n + 1/m}$.
+# To detect an effect with a two-sided test at the 5% level 80% of the time, it must be about $(1.96 + 0.84) \approx 2.8$ standard errors large: the *minimal detectable effect* is $2.8\,\sigma_g\sqrt{1/n + 1/n_0}$.
 # Let us compute it from the control cells' spread, for typical genes:
 
 # %%
@@ -375,35 +402,104 @@ def median_r(data) -> float:
     return float(np.median([np.corrcoef(m, t)[0, 1] for m, t in pairs]))
 
 
-def recovery(cells: int, seed: int = 1) -> float:
-    """median_r of a fresh simulation with `cells` cells per perturbation."""
-    return median_r(
-        simulate_perturbseq(params, seed=seed, cells_per_perturbation=cells)
+sweep = by_mode(full=[10, 25, 50, 100, 200, 400, 1000], fast=[10, 50, 200])
+r_by_cells = {}
+for cells in sweep:  # a fresh simulation each time, with the same controls
+    largest = simulate_perturbseq(params, seed=1, cells_per_perturbation=cells)
+    r_by_cells[cells] = median_r(largest)
+    print(f"{cells:4d} cells per perturbation: median r = {r_by_cells[cells]:.3f}")
+more_controls = 5 * params.n_control_cells
+r_more_controls = median_r(
+    simulate_perturbseq(
+        params, seed=1, cells_per_perturbation=sweep[-1], n_control_cells=more_controls
     )
-
-
-sweep = by_mode(full=[10, 25, 50, 100, 200, 400], fast=[10, 50, 200])
-r_by_cells = {cells: recovery(cells) for cells in sweep}
-for cells, r in r_by_cells.items():
-    print(f"{cells:4d} cells per perturbation: median r = {r:.3f}")
+)
+print(
+    f"{sweep[-1]:4d} cells per perturbation, {more_controls} controls: median r = {r_more_controls:.3f}"
+)
 assert r_by_cells[sweep[-1]] > r_by_cells[sweep[0]] + 0.2
+assert r_more_controls > r_by_cells[sweep[-1]]
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(5, 3.4))
-ax.semilogx(list(r_by_cells), list(r_by_cells.values()), "o-", color=PALETTE["truth"])
+ax.semilogx(
+    list(r_by_cells),
+    list(r_by_cells.values()),
+    "o-",
+    color=PALETTE["truth"],
+    label=f"{params.n_control_cells} control cells",
+)
+ax.plot(
+    sweep[-1],
+    r_more_controls,
+    "s",
+    color=PALETTE["accent"],
+    label=f"{more_controls} control cells",
+)
+ax.axhline(1, color="black", lw=0.5)
+ax.legend(loc="lower right")
 ax.set(
     xlabel="cells per perturbation",
     ylabel="median Pearson r (measured vs true)",
     title="More cells, closer to the truth",
-    ylim=(0, 1),
+    ylim=(0, 1.05),
 )
 plt.show()
 
 # %% [markdown]
 # Agreement grows quickly at first, then slowly: every doubling of cells buys less.
-# It does not approach 1, for two reasons the simulator lets us see: the log1p compression mentioned above, and the many genes whose true effect is zero, whose measured effect is pure noise and pulls the correlation down.
-# Real data add a third: nobody knows the true effect, so the best a model can do is match a *noisy* measurement.
-# Keep this ceiling in mind when you read any benchmark.
+# Part of what remains is noise that more *perturbed* cells cannot remove: every effect in a context is measured against the same control pseudobulk, and its noise stays; more control cells raise the agreement further (the square).
+# Sampling noise of either kind shrinks as cells are added, though, so it cannot hold the agreement below 1 forever.
+# Two properties of the measurement can: they stay however many cells are averaged.
+# We measure both on the largest simulation of the sweep.
+
+# %%
+measured = perturbation_effects(normalize_log1p(largest))
+true = true_effects(largest)
+measured = measured.loc[true.index]
+self_true = np.array([true.loc[key, key[1]] for key in true.index])
+self_measured = np.array([measured.loc[key, key[1]] for key in true.index])
+print(
+    f"silenced genes, own effect (mean): true {self_true.mean():.2f}, measured {self_measured.mean():.2f}"
+)
+
+# Each perturbation changes the cell's total mRNA; the basal profiles sum to one.
+basal = largest.uns["truth"]["basal_log_expression"]
+contexts = list(largest.uns["truth"]["contexts"])
+log_total_change = np.array(
+    [
+        np.log(np.exp(basal[contexts.index(c)] + true.loc[(c, p)].to_numpy()).sum())
+        for c, p in true.index
+    ]
+)
+unaffected = true.to_numpy() == 0
+unaffected_shift = np.array(
+    [row[mask].mean() for row, mask in zip(measured.to_numpy(), unaffected)]
+)
+follow = np.corrcoef(log_total_change, unaffected_shift)[0, 1]
+print(
+    f"correlation of the log change of total mRNA with the mean measured effect of unaffected genes: {follow:.2f}"
+)
+k = np.argmax(np.abs(log_total_change))
+print(
+    f"largest change, {true.index[k][1]} in {true.index[k][0]}: total mRNA x{np.exp(log_total_change[k]):.2f}, "
+    f"mean measured effect of its {unaffected[k].sum()} unaffected genes {unaffected_shift[k]:+.3f}"
+)
+assert self_measured.mean() > 0.5 * self_true.mean()  # compressed towards 0
+assert follow < -0.3
+
+# %% [markdown]
+# The first is log1p compression.
+# The mean of $\log(1+x)$ is not the log of the mean, and for a gene with a few counts per cell $\log(1+x)$ behaves like $x$, not like $\log x$, so large fold changes become small differences: the silenced genes' own effect is measured at less than half its true size (chapter 4 looks at this closely).
+# The compression differs from gene to gene, so no single scale factor undoes it, and the correlation stays below 1.
+#
+# The second is library-size renormalization.
+# A perturbation changes the cell's total mRNA (a knockdown removes its target's molecules; the genes downstream rise or fall), and normalizing every cell to the same total then rescales *every* gene, including those the perturbation does not touch.
+# The printed correlation is negative: when a perturbation raises the total, the untouched genes seem to fall, and the reverse.
+# Here the shift is small for most perturbations and, being nearly the same for every gene on the log scale, it hardly changes a correlation, but it adds to every gene's error.
+#
+# Real data add a third limit: nobody knows the true effect, so the best a model can do is match a *noisy* measurement.
+# Keep these ceilings in mind when you read any benchmark.
 
 # %% [markdown]
 # ## Batch effects
@@ -450,22 +546,25 @@ assert matched < confounded
 # %% [markdown]
 # ## Summary
 #
-# - Measured expression mixes four layers: the cell type's basal program $X_0$, the perturbation effect $T_p$, cell-to-cell heterogeneity $H$ and technical noise $\varepsilon$ (size, capture, batch, sampling).
+# - Measured expression mixes four layers: the cell type's basal program $X_0$, the perturbation effect $T_p$, biological variability $H$ (programs, cell size, bursting) and technical noise $\varepsilon$ (capture, sequencing depth, batch, binomial thinning).
 # - `simulate_perturbseq` builds data from exactly these layers and stores the truth: the mean effect of every perturbation in every context, the network and every cell's hidden state.
 # - A knockdown acts on its target and spreads through the regulatory network differently in each cell type; incomplete knockdown and escaping cells dilute it.
 # - An effect is only defined against controls of the same cell type (and ideally the same batch); the wrong reference swamps the effect.
-# - The detectable effect shrinks as $\sigma\sqrt{1/n + 1/m}$: cells per perturbation limit what any dataset, and so any model, can show.
+# - The detectable effect shrinks as $\sigma\sqrt{1/n + 1/n_0}$: cells per perturbation, and control cells, limit what any dataset, and so any model, can show.
+# - More cells never make the measured effect equal the true one: log1p compression and library-size renormalization remain.
 
 # %% [markdown]
 # ## Exercises
 #
-# **1. Switch off the noise.**
+# **1. Switch off part of the noise.**
 # Simulate with `n_programs=0`, `batch_sd=0`, `batch_depth_sd=0`, `size_sd=0` and `escape_fraction=0`.
 # Does the measured effect agree better with the truth? What limits it now?
 
 # %% tags=["hide-cell"]
-# Solution. Removing H, batch and size variation and the escapers leaves only the sampling of
-# molecules and the log1p compression: agreement improves but stays below 1.
+# Solution. Agreement improves but stays below 1. Switching off the programs, cell size, batch and
+# escapers leaves bursting (negative binomial molecule counts), the per-cell capture efficiency
+# (Beta) and its binomial thinning, the per-cell knockdown efficiency (Beta), the finite number of
+# cells, and the log1p compression and library-size renormalization.
 quiet = {
     "n_programs": 0,
     "batch_sd": 0.0,
@@ -477,19 +576,19 @@ quiet_sim = simulate_perturbseq(params, seed=3, **quiet)
 noisy_sim = simulate_perturbseq(params, seed=3)
 
 
-print(
-    f"with every noise term: r = {median_r(noisy_sim):.3f}; sampling only: r = {median_r(quiet_sim):.3f}"
-)
-assert median_r(quiet_sim) > median_r(noisy_sim)
+r_noisy, r_quiet = median_r(noisy_sim), median_r(quiet_sim)
+print(f"default simulation: r = {r_noisy:.3f}")
+print(f"no programs, size spread, batch or escapers: r = {r_quiet:.3f}")
+assert r_quiet > r_noisy
 
 # %% [markdown]
 # **2. How many cells for an effect of 0.2?**
-# Using the minimal detectable effect formula and the median $\sigma_g$ of the control cells above, how many perturbed cells (with 400 controls) are needed to detect a log1p effect of 0.2?
+# Using the minimal detectable effect formula and the median $\sigma_g$ of the control cells above, how many perturbed cells (with $n_0 = 400$ controls) are needed to detect a log1p effect of 0.2?
 
 # %% tags=["hide-cell"]
-# Solution. Solve 2.8 * sigma * sqrt(1/n + 1/m) = 0.2 for n.
-s, m, effect = np.median(sigma), 400, 0.2
-inverse_n = (effect / (2.8 * s)) ** 2 - 1 / m
+# Solution. Solve 2.8 * sigma * sqrt(1/n + 1/n0) = 0.2 for n.
+s, n0, effect = np.median(sigma), 400, 0.2
+inverse_n = (effect / (2.8 * s)) ** 2 - 1 / n0
 needed = np.inf if inverse_n <= 0 else 1 / inverse_n
 print(f"median sigma {s:.2f}: about {needed:.0f} perturbed cells")
 assert needed > 50

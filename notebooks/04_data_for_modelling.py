@@ -31,7 +31,7 @@
 # After this chapter you will be able to:
 # - compute pseudobulk profiles and effect vectors from single cells, and say what a mean of log1p values does and does not measure;
 # - pair perturbed cells with control cells of the same cell type and batch, as the State Transition model does when it builds its training sets;
-# - split perturbation data by perturbation and by cell type (with a few examples of the new cell type), as the Virtual Cell Challenge does;
+# - split perturbation data by perturbation and by cell type (with a few examples of the new cell type), and say which of the two the Virtual Cell Challenge is;
 # - recognize data leakage, measure how much a leaky split flatters a model, and catch a leaked split with `check_split`.
 #
 # **Prerequisites:** [chapter 2](02_single_cell_data.ipynb) (AnnData, log1p normalization, the THP-1 CRISPR data) and [chapter 3](03_noise_model.ipynb) (the noise model and the simulator with known truth).
@@ -51,7 +51,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
-from scipy.cluster import hierarchy
 
 from vcell_lib.data import (
     BATCH,
@@ -84,10 +83,12 @@ versions()
 # ## One profile per perturbation: the pseudobulk
 #
 # A single cell is a noisy measurement: as chapter 1 showed, most of a cell's counts are zeros and small integers.
-# A perturbation's effect is a property of a *population* of cells, so the challenge first averages the cells that share a perturbation.
+# A perturbation's effect is a property of a *population* of cells.
+# This is why the challenge asks a model for predicted populations of cells, one per perturbation (chapter 1), not for a single profile.
+# Its evaluator then compares them with the real cells in three ways: the mean absolute error compares the average of the predicted cells of each perturbation with the average of the real ones ([chapter 5](05_mae.ipynb)), the discrimination score compares the changes of these averages from the controls ([chapter 6](06_perturbation_discrimination.ipynb)), and the differential expression score runs statistical tests on the predicted single cells themselves ([chapter 7](07_differential_expression.ipynb)).
 # The average of a group of single cells is called a {term}`pseudobulk`: "bulk" because older experiments ground up thousands of cells and measured their total RNA, "pseudo" because here the average is assembled after the fact from single cells.
 #
-# The recipe the challenge uses is precise {cite}`roohani2025`:
+# The recipe the challenge's evaluator uses for these averages is precise {cite}`roohani2025`:
 #
 # 1. normalize each cell to the same total count (its {term}`library size`) and take $\log(1 + x)$, as in chapter 2;
 # 2. average these log1p values over the cells of each group, here each pair (cell type $c$, perturbation $p$), giving the pseudobulk $\bar{x}_{c,p}$, a vector with one entry per gene;
@@ -137,15 +138,30 @@ print(
 assert np.median(r) > 0.6
 assert (own < 0).all() and own.mean() > own_true.mean()  # right sign, smaller size
 
+# Where the true effect of the silenced gene comes from: each cell's CRISPRi efficiency e
+perturbed_obs_sim = sim.obs[sim.obs[PERT] != CONTROL]
+worked = perturbed_obs_sim.loc[~perturbed_obs_sim["escaped"], "knockdown"]
+print(
+    f"escaped cells {perturbed_obs_sim['escaped'].mean():.0%}; in the others: mean e {worked.mean():.2f}, "
+    f"log(1 - mean e) {np.log1p(-worked.mean()):.2f}, mean log(1 - e) {np.log1p(-worked).mean():.2f}"
+)
+
 # %% [markdown]
 # The estimates track the truth, but not on the same scale.
-# The simulator's truth is the change of the *logarithm of the expression rate*: a CRISPRi efficiency of 85% is $\log(0.15) \approx -1.9$, and the printed mean for the silenced genes is close to that.
+# The simulator's truth is the change of the *logarithm of the expression rate*, averaged over the cells of a pair.
+# For the silenced gene, a cell with CRISPRi knockdown efficiency $e$ has its log rate lowered by $\log(1-e)$; the simulator's efficiencies average 85% and are capped at 98%, and the 10% of cells whose guide failed (escaped) contribute 0.
+# So the truth is $0.9 \times E[\log(1-e)] \approx 0.9 \times (-2.18) = -1.96$, the printed mean.
+# That it lies close to $\log(0.15) \approx -1.90$, the log of the mean remaining expression in the cells whose guide worked, is partly a coincidence: two effects nearly cancel, as the last printed line shows on the simulated cells.
+# The escapers dilute the mean, from $-2.18$ to $-1.96$.
+# In the other direction, $E[\log(1-e)]$ lies below $\log(1 - E[e])$ ({term}`Jensen's inequality`, which returns below), because the cells with the strongest knockdown have a very negative $\log(1-e)$; the cap at 98% limits how far a single cell can pull it.
 # The estimated $\delta$ for the same genes is much smaller.
 # The reason is the "+1" in $\log(1 + x)$: for a gene with a few counts per cell, $\log(1+x)$ behaves like $x$, not like $\log x$, so a sevenfold drop from 2 counts to 0.3 moves the mean log1p value by much less than $\log 7$.
 # The figure shows this shrinkage (left) and how the noise of $\delta$ falls as more cells are averaged (right).
 # To measure pure noise we use the genes that a perturbation does not affect at all (true effect exactly 0): whatever $\delta$ shows there is error.
 
 # %%
+# A dense copy is fine only for small data like this simulation (at most 39,000 cells x 500
+# genes here); never densify a whole real matrix (chapter 2): select cells or genes first.
 X = np.asarray(norm.X.todense())
 obs = norm.obs
 control_mean = {
@@ -248,12 +264,11 @@ assert (gap >= -1e-6).all()  # Jensen's inequality: log1p is concave
 #
 # On real data there is no truth to compare with, only the estimates.
 # The THP-1 data from chapter 2 {cite}`papalexi2021` has 25 knocked-out genes and 299 measured genes, all in one cell type.
-# We compute every $\delta$ and draw the genes that respond most.
+# Chapter 2 drew every knockout's $\delta$ as a heat map; here we list the largest single effects, and the knocked-out genes' own mRNA among the 30 genes that respond most.
 
 # %%
 real = normalize_log1p(load_papalexi2021())
 real_delta = perturbation_effects(real).droplevel(CELL_TYPE)
-cells_per_target = real.obs[PERT].value_counts()
 top_genes = real_delta.abs().max(axis=0).sort_values(ascending=False).index[:30]
 print(f"{real_delta.shape[0]} perturbations x {real_delta.shape[1]} genes")
 print("strongest single effects:")
@@ -264,38 +279,19 @@ own_mrna = pd.Series(
 print("targets among these genes, delta of their own mRNA in their own knockout:")
 print(own_mrna.sort_values().round(2).to_string())
 assert (own_mrna < 0).all()
-
-# %% tags=["hide-input"]
-shown = real_delta[top_genes]
-row_order = hierarchy.leaves_list(hierarchy.linkage(shown.to_numpy(), "average"))
-col_order = hierarchy.leaves_list(hierarchy.linkage(shown.to_numpy().T, "average"))
-shown = shown.iloc[row_order, col_order]
-limit = np.abs(shown.to_numpy()).max()
-fig, ax = plt.subplots(figsize=(10, 6.4))
-image = ax.imshow(
-    shown.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto"
-)
-ax.set_xticks(range(shown.shape[1]), shown.columns, rotation=90, fontsize=8)
-ax.set_yticks(
-    range(shown.shape[0]),
-    [f"{p} ({cells_per_target[p]})" for p in shown.index],
-    fontsize=8,
-)
-ax.grid(False)
-ax.set(
-    xlabel="gene (the 30 with the largest |delta|)",
-    ylabel="knocked-out gene (cells)",
-    title=r"THP-1 knockouts: $\delta$ = pseudobulk - control pseudobulk (mean log1p)",
-)
-fig.colorbar(image, ax=ax, label=r"$\delta$", shrink=0.8)
-plt.show()
+print("STAT1 and JAK2 mRNA in the knockouts of the interferon chain:")
+print(real_delta.loc[["STAT1", "JAK2", "IFNGR1", "IFNGR2"], ["STAT1", "JAK2"]].round(2))
+assert (real_delta.loc["IFNGR1", ["STAT1", "JAK2"]] < -0.4).all()
 
 # %% [markdown]
-# Rows and columns are ordered so that similar ones sit together.
-# A block of four perturbations shares one pattern: the knockouts that cut the interferon-gamma signalling chain (its receptor, IFNGR1 and IFNGR2, the kinase JAK2 and the transcription factor STAT1) lower the same genes, STAT1, PSMB9 and UBE2L6 among them, and raise a few others, because they break the same pathway.
-# Several columns are genes that are also targets (printed above), and each falls in its own knockout, STAT1 by far the most: a knockout's mRNA often survives but is partly destroyed (chapter 1).
-# Many other rows are nearly white: most knockouts here change little that these 299 genes can show, and the rows with few cells are the noisiest.
-# A model must predict strong and weak rows alike, and a good first check of any prediction is whether it reproduces this block structure.
+# The strongest effects belong to the interferon-γ signalling chain that chapter 2's heat map shows as one block of four rows.
+# The knockouts of its receptor (IFNGR1 and IFNGR2), of the kinase JAK2 and of the transcription factor STAT1 lower the same {term}`interferon-stimulated genes <interferon-stimulated gene>`, STAT1, PSMB9 and UBE2L6 among them, and raise a few others, NFKBIA for one, because they break the same pathway.
+# Nine of the 30 genes that respond most are also targets, and each falls in its own knockout.
+# For most of them the drop is modest: a knockout's mRNA often survives, only partly destroyed (chapter 1).
+# STAT1 and JAK2 fall much further, but much of their drop is not the knockout acting on their own mRNA.
+# Both genes are themselves switched on by interferon, so breaking the pathway anywhere lowers them: the knockout of the receptor IFNGR1, which leaves both genes intact, lowers them too (last table, and chapter 2).
+# Most of the other knockouts change little that these 299 genes can show.
+# A model must predict strong and weak effects alike, and a good first check of any prediction is whether it reproduces the block structure of chapter 2's heat map.
 
 # %% [markdown]
 # ## Which controls? Same cell type, same batch
@@ -337,7 +333,7 @@ pd.crosstab(
 # We score each against the truth on the unaffected genes, where any nonzero value is error.
 
 # %%
-Xb = np.asarray(norm_b.X.todense())
+Xb = np.asarray(norm_b.X.todense())  # small simulated data only: see the note above
 obs_b = norm_b.obs
 truth_b = true_effects(sim_b)
 unaffected_b = truth_b.abs().to_numpy() < 1e-12
@@ -397,6 +393,113 @@ plt.show()
 # Within the cell type, the unbalanced batches add a systematic error to *every* perturbation, the same shift each time; matching the batch removes it.
 # Both matched estimates draw one partner per perturbed cell and so carry the same sampling noise: the gap between them is the batch effect alone.
 # Had the design been balanced, the batch shifts would have cancelled and the same-cell-type controls alone would have done: matching by batch is insurance against designs you did not choose.
+#
+# ### Batches in the real data
+#
+# The THP-1 cells come from three biological replicates, run as separate experiments, and chapter 2 found that the cells of `rep_1` have smaller libraries and partly sit apart from the others in its UMAP.
+# Normalization removes the difference in library size, but not every difference between replicates.
+# Is the THP-1 design balanced enough for it not to matter?
+# Over many epochs, the batch-matched controls of a knockout average to each replicate's control pseudobulk weighted by the share of the knockout's cells in that replicate (exercise 2), so we can compute the batch-matched $\delta$ exactly, without drawing partners.
+
+# %%
+replicate = real.obs[BATCH].astype(str)
+is_control_real = (real.obs[PERT] == CONTROL).to_numpy()
+control_by_replicate = pd.DataFrame(
+    {
+        b: np.asarray(
+            real.X[is_control_real & (replicate == b).to_numpy()].mean(0)
+        ).ravel()
+        for b in sorted(replicate.unique())
+    },
+    index=real.var_names,
+).T  # one control pseudobulk per replicate (the sparse mean: no dense copy)
+control_mix = replicate[is_control_real].value_counts(normalize=True).sort_index()
+mix = pd.crosstab(real.obs[PERT], replicate, normalize="index").drop(index=CONTROL)
+pooled_reference = control_mix @ control_by_replicate  # the mean of all controls
+matched_reference = mix @ control_by_replicate  # one row per knockout
+error = matched_reference - pooled_reference  # delta(all controls) - delta(matched)
+matched_delta = real_delta - error.loc[real_delta.index]
+
+rep_1_vs_rest = (
+    control_by_replicate.loc["rep_1"]
+    - (control_by_replicate.drop(index="rep_1").T @ control_mix.drop("rep_1"))
+    / control_mix.drop("rep_1").sum()
+)
+print("control cells, rep_1 minus the other replicates (mean log1p), largest genes:")
+print(rep_1_vs_rest[rep_1_vs_rest.abs().nlargest(6).index].round(2).to_string())
+print(
+    f"share of cells in rep_1: controls {control_mix['rep_1']:.0%}, "
+    f"knockouts {mix['rep_1'].min():.0%} ({mix['rep_1'].idxmin()}) to "
+    f"{mix['rep_1'].max():.0%} ({mix['rep_1'].idxmax()})"
+)
+print("STAT1 knockout, delta against all controls and against batch-matched controls:")
+print(
+    pd.DataFrame(
+        {"all controls": real_delta.loc["STAT1"], "matched": matched_delta.loc["STAT1"]}
+    )
+    .loc[["NFKBIA", "MT-ATP8", "TMA7"]]
+    .round(2)
+    .to_string()
+)
+assert np.allclose(
+    pooled_reference, np.asarray(real.X[is_control_real].mean(0)).ravel(), atol=1e-5
+)
+assert error.loc["STAT1", "NFKBIA"] > 0.05
+assert np.corrcoef(mix["rep_1"], error["NFKBIA"])[0, 1] > 0.9
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), width_ratios=(1, 1.4))
+gene_colors = {"NFKBIA": PALETTE["perturbed"], "MT-ATP8": PALETTE["prediction"]}
+ax = axes[0]
+top = rep_1_vs_rest[rep_1_vs_rest.abs().nlargest(8).index].sort_values()
+ax.barh(
+    top.index,
+    top.to_numpy(),
+    color=[gene_colors.get(g, PALETTE["control"]) for g in top.index],
+)
+ax.axvline(0, color="black", lw=0.8)
+ax.set(
+    xlabel="mean log1p, rep_1 controls minus the others",
+    title="Replicate rep_1 differs",
+)
+ax = axes[1]
+for gene, color in gene_colors.items():
+    ax.scatter(mix["rep_1"], error[gene], s=18, color=color, label=gene)
+for knockout, offset in (("STAT1", (-45, -2)), ("PDCD1LG2", (12, -16))):
+    ax.annotate(
+        knockout,
+        (mix.loc[knockout, "rep_1"], error.loc[knockout, "NFKBIA"]),
+        xytext=offset,
+        textcoords="offset points",
+        fontsize=8,
+        arrowprops={"arrowstyle": "-", "lw": 0.6},
+    )
+ax.axvline(control_mix["rep_1"], color=PALETTE["control"], ls="--", lw=1)
+ax.text(
+    control_mix["rep_1"],
+    ax.get_ylim()[0],
+    " controls' share",
+    color=PALETTE["control"],
+    va="bottom",
+    fontsize=8,
+)
+ax.axhline(0, color="black", lw=0.8)
+ax.set(
+    xlabel="share of the knockout's cells in rep_1",
+    ylabel=r"$\delta$(all controls) $-$ $\delta$(matched)",
+    title="Error of pooled controls, one dot per knockout",
+)
+ax.legend(loc="center right")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Even after normalization, the controls of `rep_1` differ from those of the other replicates by as much as 0.63 on a single gene, the mitochondrial MT-ATP8, and by 0.43 on NFKBIA.
+# The knockouts are not spread over the replicates like the controls, and several of the strongest ones have more than half of their cells in `rep_1`.
+# Against pooled controls, each of them inherits a share of the replicate difference: on the right, the error grows in proportion to how far a knockout's share in `rep_1` lies from the controls' share, and vanishes where the two agree.
+# For the STAT1 knockout, pooled controls overstate the rise of NFKBIA (0.45 against 0.38 with matched controls) and understate that of MT-ATP8.
+# Errors of this size, up to about 0.1, are comparable to the weaker own-mRNA drops printed in the previous section.
+# The large interferon effects stand either way; for the many small effects, the choice of controls can change the answer.
 #
 # ### Matched sets: how State builds its training examples
 #
@@ -494,10 +597,12 @@ plt.show()
 # In the perturbation split, a test column is unseen in every cell type: the model must infer a new gene's effect from what it knows about genes.
 # In the context split, every test perturbation was measured in the two other cell types, and the question is how its effect changes in a new one.
 #
-# The Virtual Cell Challenge is a context split {cite}`roohani2025`.
-# Its cell type, H1 human embryonic stem cells, is new relative to the public Perturb-seq data that models pretrain on, such as the large K562 and RPE1 screens of {cite}`replogle2022`.
-# In H1, 300 genes were silenced with CRISPRi: the training data gives the cells of 150 of them, 50 more formed the validation set of the live leaderboard, and the last 100 were the final test.
-# In this chapter's terms: `split_by_context(data, "H1", few_shot=0.5, val=1/6)`, where the other cell types are whatever public data a team chooses to train on.
+# Which of the two is the Virtual Cell Challenge {cite}`roohani2025`?
+# In H1 human embryonic stem cells, 300 genes were silenced with CRISPRi: the training data gives the cells of 150 of them, 50 more formed the validation set of the live leaderboard, and the last 100 were the final test.
+# With only the challenge's data, that is a perturbation split within one cell type: `split_by_perturbation` with a validation share of 1/6 and a test share of 1/3.
+# The 150 training perturbations then play the role of the few-shot examples: they show how H1 cells respond, but say nothing directly about the 150 held-out genes.
+# It becomes a context split when a team adds public Perturb-seq data from other cell types, such as the screens of {cite}`replogle2022`, whose genome-scale screen in K562 cells silenced nearly every expressed gene.
+# A held-out H1 gene may then have been measured in another cell type, and the question becomes, in this chapter's terms, `split_by_context(data, "H1", few_shot=0.5, val=1/6)`: how does a known effect change in a new cell type?
 
 # %% [markdown]
 # ## Leakage: when the test is secretly in the training set
@@ -521,8 +626,10 @@ plt.show()
 # - the context split above (the test perturbations of context_C were measured in the other cell types): honest, and the lookup table *transfers*;
 # - the perturbation split above: honest, and the lookup table has nothing to look up.
 #
-# Two scores, both computed on the test pairs: the Pearson correlation between predicted and observed $\delta$ (median over pairs), and a simplified version of the challenge's *perturbation discrimination*: for each test pair, rank the $N$ observed test effects of the same cell type by their L1 distance to the prediction, and score $1 - \text{rank}/(N-1)$, where rank counts the other perturbations that lie closer.
+# Two scores, both computed on the test pairs: the Pearson correlation between predicted and observed $\delta$ (median over pairs), and a simplified version of the challenge's *perturbation discrimination*: for each test pair, rank the $N$ observed test effects of the same cell type by their L1 distance to the prediction, and score $1 - \text{rank}/(N-1)$, where rank counts the other perturbations that lie strictly closer.
 # A prediction nearest to its own perturbation's effect scores 1, one nearest to every other effect scores 0, and guessing scores 0.5 on average.
+# The challenge's own score, built in [chapter 6](06_perturbation_discrimination.ipynb) and available as `vcell_lib.metrics.discrimination_score`, differs in three details: it leaves out the column of the silenced gene, it divides a 0-based rank by $N$ rather than $N-1$, and it breaks ties by position rather than in the prediction's favour.
+# Both compare signed effects, and for the question here the simplified score is clearer: a prediction that is the same for every perturbation scores exactly 0.5, while ties and the division by $N$ move the challenge's score away from 0.5 when there are few perturbations (chapter 6 explains why chance is not exactly 0.5 there).
 # Controls are split in half, one half as the training reference and the other as the test reference, so that the two sides share no noise.
 
 
@@ -622,7 +729,8 @@ plt.show()
 # Its Pearson correlation is well below 1 only because half the cells give a noisy $\delta$ on hundreds of unaffected genes.
 # Under the perturbation split, it has nothing to look up: its one guess for all test perturbations cannot tell them apart, and its discrimination is exactly that of chance.
 # Its correlation is zero because the simulated perturbations share nothing; in real data the average training effect often does correlate with a new perturbation's effect, since many perturbations share a common response, and later chapters take that baseline seriously.
-# The context split scores high too, and honestly: the effect of a gene in other cell types is legitimate information, and it transfers here because our simulated cell types share most of their regulatory network (with few cells per pair it can even beat the leaky split, because it averages the cells of two other cell types).
+# The context split scores high too, in the same range as the leaky split, and honestly: the effect of a gene in other cell types is legitimate information, and it transfers here because our simulated cell types share most of their regulatory network.
+# It also has the fewest test pairs, so its scores are the least precise of the three.
 # A context split is only as hard as the held-out cell type is different from the training ones.
 # Which split is "right" depends on the question; what is never right is to report the first number as an answer to the third question.
 #
@@ -671,11 +779,11 @@ for part in (norm_train, norm_test):
 # %% [markdown]
 # ## Summary
 #
-# - The challenge's target is a pseudobulk: the mean of log1p-normalized expression over the cells of one (cell type, perturbation); its effect vector is $\delta = \bar{x}_{c,p} - \bar{x}_{c,\text{control}}$.
+# - The challenge asks for predicted cells: its evaluator averages them into pseudobulks, the mean of log1p-normalized expression over the cells of one (cell type, perturbation), for the mean absolute error, compares their effect vectors $\delta = \bar{x}_{c,p} - \bar{x}_{c,\text{control}}$ for perturbation discrimination, and tests the predicted single cells for differential expression (chapters 5 to 7).
 # - The noise of $\delta$ falls like $1/\sqrt{n}$ with the number of cells, down to a floor set by the control cells; $\delta$ shrinks the effects of weakly expressed genes, and, being a mean of logs, it is not a log fold change.
-# - Controls must match the perturbed cells' cell type, and, when batches are unbalanced, their batch: otherwise the difference between groups is read as an effect.
+# - Controls must match the perturbed cells' cell type, and, when batches are unbalanced, their batch: otherwise the difference between groups is read as an effect; in the THP-1 data, pooled controls shift some effects by up to about 0.1.
 # - State's Transition model learns from sets of perturbed cells, each paired with a random control of the same cell type (and batch), redrawn every epoch.
-# - Splits are made of (cell type, perturbation) pairs. `split_by_perturbation` tests unseen perturbations; `split_by_context` tests an unseen cell type, with `few_shot` examples of it, as the challenge does (150 training, 50 validation, 100 test perturbations in H1).
+# - Splits are made of (cell type, perturbation) pairs: `split_by_perturbation` tests unseen perturbations and `split_by_context` an unseen cell type, with `few_shot` examples of it; with its own data alone the challenge (150 training, 50 validation, 100 test perturbations in H1) is a perturbation split, and public data from other cell types make it a context split.
 # - Leakage (random cell splits, guides of the same gene, statistics or tuning that see the test) makes a memorizing model look excellent; `check_split` catches leaks between pairs, and discipline catches the rest.
 
 # %% [markdown]

@@ -21,9 +21,9 @@
 # The first of the challenge's three metrics is the simplest to state.
 # Average the predicted cells of each perturbation, average the real ones, and measure how far apart the two profiles are, gene by gene.
 # Simple does not mean easy to read.
-# In this chapter we compute the metric exactly as the challenge's evaluator does, then score predictions whose quality we know in advance: a perfect model, a model that says "nothing happens", a model that mixes up perturbations.
+# In this chapter we compute the metric exactly as the challenge's evaluator does, then score predictions whose quality we know in advance: a perfect model, the control mean ("nothing happens"), a model that mixes up perturbations.
 # The results are surprising.
-# The mean absolute error ranks "nothing happens" above a perfect simulator of the experiment, it rewards shrinking every predicted effect toward zero, and even the truth itself cannot score zero.
+# The mean absolute error ranks "nothing happens" above a perfect simulator of the experiment on most perturbations, it rewards shrinking every predicted effect toward zero, and even the truth itself cannot score zero.
 
 # %% [markdown]
 # ```{admonition} Objectives and prerequisites
@@ -32,7 +32,7 @@
 # - say what the challenge's evaluator needs from a prediction: log1p-normalized cells labelled by perturbation, predicted control cells included, the same genes and perturbations as the real data;
 # - compute the mean absolute error (MAE) from pseudobulks in numpy, exactly as cell-eval does, and check it against `vcell_lib.metrics`;
 # - explain why MAE on expression levels is dominated by the genes that do not change, and why it rewards predicting means and shrinking effects toward zero;
-# - estimate the MAE noise floor of a dataset from its number of cells, and judge a model's MAE against it.
+# - estimate the MAE noise floor of a dataset from its number of cells or from a half-split, and judge a model's MAE against it.
 #
 # **Prerequisites:** the noise model and the simulator with known truth from [chapter 3](03_noise_model.ipynb); pseudobulk, effect vectors and splits from [chapter 4](04_data_for_modelling.ipynb).
 # ```
@@ -144,7 +144,8 @@ print(
 )
 
 # %% [markdown]
-# Here is a prediction in the challenge's format, from the simplest model there is: every perturbed cell is the mean profile of the training control cells ("nothing happens").
+# Here is a prediction in the challenge's format, from the simplest model there is, the control mean ("nothing happens"): every perturbed cell is the mean profile of the training control cells.
+# Its tables and plots in this chapter say "nothing happens"; later chapters call it the control mean.
 # `control_mean_baseline` from `vcell_lib.baselines` takes the training cells and the number of cells to predict per perturbation, and appends the training control cells as the predicted controls.
 
 # %%
@@ -201,7 +202,7 @@ print(f"MAE of 'nothing happens': {per_pert.mean():.4f}")
 # `vcell_lib.metrics` has the same computation in two forms.
 # `mae` takes two pseudobulk tables (perturbations x genes) and returns one value per row.
 # `evaluate` takes the two AnnData objects, checks them as the evaluator does, and returns every metric of the next chapters for every perturbation; its `mae` column is this chapter's metric.
-# The library reproduces `cell-eval` 0.8.2 to within float32 rounding (cell-eval averages float32 data in float32), and the book's tests check it.
+# The library reproduces `cell-eval` 0.8.2 to within float32 rounding (for float32 data, cell-eval accumulates each pseudobulk in float64, rounds it to float32, and computes MAE in float32), and the book's tests check it.
 
 
 # %%
@@ -262,7 +263,7 @@ assert affected.mean() < 0.1
 # - **the real cells themselves**: the answer key, as a sanity check;
 # - **the true mean**: for every perturbation, copies of its mean profile estimated from a new, much larger sample of the same experiment (a simulation with the same seed and more cells per perturbation has the same perturbations and effects, with new cells), the best a model could know;
 # - **an independent sample**: half B, the cells of a perfect simulator of the experiment;
-# - **nothing happens**: the training control mean, as above;
+# - **nothing happens**: the control mean of the training cells, as above;
 # - **cell mean**: the challenge's baseline, the mean over the training perturbations (and the controls) of their mean profiles;
 # - **shuffled labels**: half B again, but each perturbation gets the cells of another one, so every effect is real and attributed to the wrong perturbation.
 
@@ -471,7 +472,7 @@ plt.show()
 # With effects from the much larger sample, the noise is small and the best factor moves toward 1.
 # This is {term}`shrinkage`, a classic of statistics; a model trained to minimize an average error on noisy data tends to learn some of it by itself.
 # It is also a way to game MAE: a model can lower its MAE by predicting timid effects without knowing any more biology.
-# The other two metrics look at effects rather than levels; chapters 6 and 7 show how they respond to timid predictions.
+# The other two metrics look at effects rather than levels, and later chapters refer back to this section: chapter 6 shows that shrunken predictions lose their discrimination ranks, and chapter 8 blends a baseline with transferred effects, where MAE again prefers the shrunken blend and the other two metrics prefer bold effects.
 # Inflated effects ($s > 1$) are punished hard, and quickly: exaggeration costs more than timidity.
 
 # %% [markdown]
@@ -479,7 +480,8 @@ plt.show()
 #
 # Even a model that knows the truth exactly does not reach MAE 0, because the real pseudobulk is itself a noisy sample.
 # How large is this {term}`noise floor`?
-# For gene $g$ with single-cell standard deviation $\sigma_g$ (of its log1p values), the pseudobulk of $n$ real cells has standard error $\sigma_g / \sqrt{n}$.
+# The standard error of an estimate is its standard deviation over repeated experiments; for the mean of $n$ independent cells whose values have standard deviation $\sigma$, it is $\sigma / \sqrt{n}$.
+# So for gene $g$ with single-cell standard deviation $\sigma_g$ (of its log1p values), the pseudobulk of $n$ real cells has standard error $\sigma_g / \sqrt{n}$.
 # If the prediction is an independent pseudobulk of $m$ cells, their difference has standard deviation $\sigma_g \sqrt{1/n + 1/m}$; for a roughly normal difference the expected absolute value is $\sqrt{2/\pi}$ times that.
 # Averaging over genes:
 #
@@ -489,6 +491,7 @@ plt.show()
 #
 # and for a model that predicts the exact mean, $m = \infty$ and the term $1/m$ disappears.
 # We check this by simulating the same experiment (same seed, so the same perturbations and true effects) with more and more cells per perturbation, split into two halves as before: half B predicts half A.
+# The MAE of one half against the other is what we call the **half-split noise floor**: the error of a perfect sampler of the experiment, measurable without knowing the truth.
 
 
 # %%
@@ -592,13 +595,14 @@ plt.show()
 # "Nothing happens" runs just above the exact-mean line for small $n$: its control mean is nearly noise-free, so it pays only the real cells' noise, plus the few missed effects.
 # For large $n$ the missed effects dominate and its curve levels off, until the independent sample overtakes it.
 # So an MAE is only meaningful next to the floor for the same number of cells: a model is good when its MAE approaches the floor, not when it approaches zero.
+# [Chapter 8](08_baselines_and_score.ipynb) turns half-splits into the {term}`data ceiling` of the other two metrics, corrected to the full number of cells; for MAE it reports no ceiling, so the half-split noise floor of this chapter remains the reference for MAE.
 
 # %% [markdown]
 # ## On real data: THP-1 knockouts
 #
 # The real data have no known truth, but the split-halves trick still works.
 # We take chapter 2's THP-1 CRISPR knockout screen {cite}`papalexi2021` (25 targets, 299 genes), split every target's cells and the control cells into two random halves, and treat half A as the real data.
-# Half B provides three predictions: its own cells (the noise floor of a perfect sampler), its control mean ("nothing happens"), and the cell-mean baseline computed from it.
+# Half B provides three predictions: its own cells (the half-split noise floor), its control mean ("nothing happens"), and the cell-mean baseline computed from it.
 # (Here the baseline averages over all 25 targets, test ones included; with 25 targets, leaving a few out would barely change it.)
 
 # %%
@@ -645,7 +649,7 @@ ax.loglog(
     thp1_mae["other half"],
     "o",
     color=PALETTE["prediction"],
-    label="other half (noise floor)",
+    label="other half (half-split noise floor)",
 )
 ax.loglog(
     n,
@@ -686,11 +690,11 @@ plt.show()
 
 # %% [markdown]
 # Two things stand out.
-# First, the noise floor of each target follows the formula: the targets with fewest cells (SPI1, MYC) have three to five times the MAE of those with several hundred, whatever a model does.
+# First, the half-split noise floor of each target follows the formula: the targets with fewest cells (SPI1, MYC) have three to five times the MAE of those with several hundred, whatever a model does.
 # Since the challenge averages over perturbations with equal weight, two targets out of 25 make up a large share of the total (printed above).
-# Second, "nothing happens" beats the perfect sampler on most targets.
-# It loses, and clearly, only on the targets whose knockout changes many genes (labelled): the four steps of the interferon-γ pathway from chapter 2, SMAD4 and IRF1.
-# These few strong targets are enough to put the other half ahead on the mean over targets.
+# Second, "nothing happens" beats the other half, a perfect sampler, on most targets (16 of 25, printed above).
+# It loses, and clearly, only on the targets whose knockout changes many genes (labelled): the four links of the interferon-γ signalling chain from chapter 2, SMAD4 and IRF1.
+# These few strong targets are enough to put the other half ahead on the mean over targets (0.0194 against 0.0248).
 # So on real data, a model's MAE is decided by a handful of strong perturbations and by how little noise it adds everywhere else.
 # The challenge's own data have 18,080 genes, many of them barely expressed, which dilutes every difference further (exercise 1).
 
@@ -699,9 +703,9 @@ plt.show()
 #
 # - The challenge's MAE is, per perturbation, the mean over genes of |predicted pseudobulk − real pseudobulk| on log1p levels, then the mean over perturbations; control cells do not enter it, every gene and every perturbation weighs the same.
 # - A prediction is an AnnData of log1p-normalized cells labelled in `target_gene`, with predicted control cells and exactly the real genes; `vcell_lib.metrics.evaluate` computes MAE, MSE and `mae_delta` as cell-eval does.
-# - Most genes do not respond to a perturbation, so MAE mostly measures the noise of the prediction and of the real pseudobulk on unaffected genes: it barely separates good from useless predictions, and "nothing happens" beats a perfect sampler of the experiment.
-# - MAE rewards low-noise mean predictions and effects shrunk toward zero, the more so the noisier the effects; exaggerated effects are punished.
-# - Even the exact truth has MAE > 0: the noise floor is about $\sqrt{2/\pi}\,\bar\sigma\sqrt{1/n + 1/m}$ and falls like $1/\sqrt{n}$; judge an MAE against the floor for the same number of cells.
+# - Most genes do not respond to a perturbation, so MAE mostly measures the noise of the prediction and of the real pseudobulk on unaffected genes: it barely separates good from useless predictions, and on most perturbations "nothing happens" (the control mean) beats a perfect sampler of the experiment, although a few strong perturbations can put the sampler ahead on the mean (THP-1).
+# - MAE rewards low-noise mean predictions and effects shrunk toward zero ({term}`shrinkage`), the more so the noisier the effects; exaggerated effects are punished.
+# - Even the exact truth has MAE > 0: the noise floor is about $\sqrt{2/\pi}\,\bar\sigma\sqrt{1/n + 1/m}$ and falls like $1/\sqrt{n}$; judge an MAE against the half-split noise floor for the same number of cells (chapter 8 turns half-splits into the data ceiling of the other metrics).
 
 # %% [markdown]
 # ## Exercises

@@ -28,7 +28,7 @@
 # :class: tip
 # After this chapter you will be able to:
 # - compute the perturbation discrimination score by hand: L1 distances from a predicted effect vector to every real one, without the silenced gene's column, a 0-based rank, and $1 - \text{rank}/N$;
-# - say what perfect, random, shuffled, cell-mean and control-mean predictions score, and why "chance" is not exactly 0.5;
+# - say what perfect, random, shuffled, cell-mean and control-mean ("nothing happens") predictions score, and why "chance" is not exactly 0.5;
 # - explain why the silenced gene is left out, and how the number of cells caps the score that even a perfect model can reach;
 # - judge which real perturbations can be told apart at all, from two halves of the same experiment;
 # - recognize what the score ignores (the size of an effect) and how it can be gamed.
@@ -48,6 +48,7 @@ if "google.colab" in sys.modules:  # On Colab only: install the book's library.
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 from scipy import stats
 
 from vcell_lib.baselines import cell_mean_baseline, control_mean_baseline
@@ -180,11 +181,24 @@ print(
     f"distance to its own real effect: {distances[p]:.2f}; size of that real effect: "
     f"{size[p]:.2f} (median size over perturbations {size.median():.2f})"
 )
+# The simulation knows the truth (chapter 3): compare the sizes with the true effect's.
+true_size = true_effects(sim).droplevel(0).loc[perts].abs().sum(axis=1)
+resample_size = resample_delta.abs().sum(axis=1)
+for name, sizes in (("true", true_size), ("real", size), ("resample", resample_size)):
+    larger = int((sizes < sizes[p]).sum())
+    print(
+        f"{name:8s} effect of {p}: size {sizes[p]:5.2f}, median {sizes.median():5.2f}, "
+        f"larger than {larger} of the other {len(perts) - 1}"
+    )
 
 # %% [markdown]
 # Even the resample misses some perturbations, and this one badly.
 # The L1 distance adds up small differences over hundreds of genes, and most of them are noise: the size of a real effect vector summed over genes, printed above for comparison, is mostly the noise of its 100 cells rather than the effect.
-# The two measurements of this perturbation each carry their own noise, and the two noises add up: the two measurements end up further apart than the prediction is from the real effects of several other perturbations.
+# Noise alone does not explain why *this* perturbation fails, though, since every comparison carries noise on both sides.
+# The simulation knows the true effects, and the last three lines compare sizes.
+# The true effect of this perturbation is weaker than most, and the resample's measurement of it has an ordinary size, yet the real measurement is one of the largest of all.
+# So the real sample itself is atypical: by the luck of its 100 cells it carries unusually large noise, which puts it further from the resample than several other perturbations' real effects are.
+# The fault lies in the test data, not in the prediction, and no better prediction could repair it.
 # We return to noise below.
 #
 # The library's `discrimination_score` takes the two tables of effect vectors, and `evaluate` computes the score, with every other metric of the challenge, from the predicted and real cells themselves, as the challenge's evaluator cell-eval does.
@@ -227,7 +241,7 @@ print(
 # - **random**: random effect vectors, each gene drawn from a normal distribution with that gene's spread across the real effects;
 # - **shuffled labels**: the resample's effects, each given to the wrong perturbation (the next one in the sorted list): right kind of vectors, wrong assignment;
 # - **cell mean**: the challenge's baseline, the same prediction for every perturbation, the mean profile of the training data (`cell_mean_baseline`, taught in chapter 8; the resample stands in for the training data);
-# - **control mean**: "nothing happens", every prediction is the mean control profile (`control_mean_baseline`).
+# - **control mean** ("nothing happens"): every prediction is the mean control profile (`control_mean_baseline`).
 
 # %%
 n_cells = pd.Series(100, index=perts)
@@ -330,30 +344,30 @@ assert toy_scores[0] == 1 and toy_scores[1] < 1
 # The figure shows the distribution of ranks for each kind of prediction.
 
 # %% tags=["hide-input"]
-ranks = (1 - score_table) * N
+ranks = (1 - score_table).drop(columns="real itself") * N  # real itself: all at 0
 colors = {
-    "real itself": PALETTE["truth"],
     "resample": PALETTE["truth"],
     "random": PALETTE["control"],
     "shuffled labels": PALETTE["control"],
     "cell mean": PALETTE["prediction"],
     "control mean": PALETTE["prediction"],
 }
-fig, axes = plt.subplots(2, 3, figsize=(10, 5), sharex=True, sharey=True)
+fig, axes = plt.subplots(1, 5, figsize=(12, 3.2), sharex=True, sharey=True)
 bins = np.arange(0, N + 1, max(1, N // 10))
-for ax, name in zip(axes.ravel(), ranks.columns):
+for ax, name in zip(axes, ranks.columns):
     ax.hist(ranks[name], bins=bins, color=colors[name])
-    ax.set_title(f"{name}: mean score {score_table[name].mean():.2f}")
+    ax.set_title(f"{name}\nmean score {score_table[name].mean():.2f}")
 fig.supxlabel(f"rank of the true perturbation (0 = nearest, N = {N})")
 fig.supylabel("perturbations")
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Real effects and the resample put most perturbations at rank 0.
+# The resample puts most perturbations at rank 0 (the real effects themselves, not drawn, put every one there).
 # Predictions without information spread the ranks over the whole range.
 # Spread does not mean random, though.
 # The control-mean prediction is close to zero for every perturbation, so the real effects nearest to it are those of the *weakest* perturbations: they get low ranks and high scores, and the strongest perturbations get the worst.
+# The Spearman correlation measures how consistently one quantity falls as another rises: it is the ordinary (Pearson) correlation computed on the ranks of the two quantities instead of their values, so it is $-1$ when every larger effect goes with a lower score.
 
 # %%
 rho = stats.spearmanr(score_table["control mean"], size).statistic
@@ -517,7 +531,8 @@ print(variant_table.round(3))
 # We divide the cells of every perturbation, controls included, into two random halves.
 # One half plays the real data, the other a prediction, each against its own half of the controls.
 # The score tells which perturbations a second, independent measurement can pick out.
-# It is a reference, not a strict ceiling: a model predicting noise-free effects could do somewhat better than a noisy half (previous section), and the full data have twice the cells of a half.
+# We call it the **half-split (uncorrected) data ceiling**: an estimate of the {term}`data ceiling`, the best score the noise in the data allows, before any correction for the halves' smaller size.
+# It is not a strict ceiling: a model predicting noise-free effects could do somewhat better than a noisy half (previous section), and the full data have twice the cells of a half; [chapter 8](08_baselines_and_score.ipynb) corrects it to full depth, as cell-eval does.
 # But a perturbation that its own second half cannot find among the others has an effect too weak, or too noisily measured, to be told apart with these cells.
 # We repeat the split several times and average each perturbation's score.
 # The data are chapter 2's THP-1 {term}`knockouts <knockout>` {cite}`papalexi2021`: 25 knocked-out genes, 299 measured genes, from 48 to over a thousand cells per knockout.
@@ -565,11 +580,12 @@ thp1_table = pd.DataFrame(
     {"score": split_scores.mean(axis=1), "cells": thp1_cells, "effect L1": effect_size}
 ).sort_values("score")
 print(
-    f"half against half, mean over {N_SPLITS} splits: {thp1_table['score'].mean():.3f}"
+    f"half-split (uncorrected) data ceiling, mean over {N_SPLITS} splits: "
+    f"{thp1_table['score'].mean():.3f}"
 )
 print(thp1_table.round(2).to_string())
 assert thp1_table.loc[["SPI1", "MYC"], "score"].max() < 0.6
-assert thp1_table.loc[IFN_PATHWAY + ["SMAD4", "IRF1"], "score"].min() > 0.9
+assert thp1_table.loc[IFN_PATHWAY + ["SMAD4", "IRF1", "STAT2"], "score"].min() > 0.9
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7.5, 4.6))
@@ -592,7 +608,7 @@ for mask, marker, label in (
         label=label,
     )
 offsets = {"STAT3": (-34, -4), "UBE2L6": (5, -1), "SPI1": (5, -3), "MYC": (5, -3)}
-offsets |= {"CUL3": (5, -3), "BRD4": (5, -3), "STAT1": (-10, 7)}
+offsets |= {"CUL3": (5, -3), "BRD4": (5, -3), "STAT1": (-24, 7)}
 for p, (dx, dy) in offsets.items():
     row = thp1_table.loc[p]
     ax.annotate(
@@ -601,6 +617,28 @@ for p, (dx, dy) in offsets.items():
         fontsize=8,
         xytext=(dx, dy),
         textcoords="offset points",
+    )
+# crowded points near a score of 1: labels set apart, with lines to their points
+arrows = {"SMAD4, STAT2": ("SMAD4", (4, 12)), "JAK2": ("JAK2", (-22, 30))}
+arrows |= {"IRF1": ("IRF1", (6, 40)), "IFNGR2": ("IFNGR2", (30, 26))}
+arrows |= {"IFNGR1": ("IFNGR1", (44, 10))}
+for text, (p, (dx, dy)) in arrows.items():
+    row = thp1_table.loc[p]
+    ax.annotate(
+        text,
+        (row["cells"], row["score"]),
+        fontsize=8,
+        xytext=(dx, dy),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        arrowprops={
+            "arrowstyle": "-",
+            "color": "0.4",
+            "lw": 0.6,
+            "shrinkB": 4,
+            "relpos": (0.5, 0),
+        },
     )
 ax.set_xscale("log")
 ax.axhline(
@@ -611,12 +649,20 @@ ax.axhline(
 )
 ax.set(
     xlabel="cells of the knockout (both halves together)",
-    ylabel="discrimination score, half vs half",
+    ylabel="half-split discrimination score",
     title="THP-1 knockouts: which can a second measurement pick out?",
-    ylim=(0, 1.08),
+    yticks=np.arange(0, 1.01, 0.2),
+    ylim=(0, 1.26),
+    xlim=(40, 2200),
 )
 fig.colorbar(points, ax=ax, label=r"effect size $\sum_g |\delta_g|$ (all cells)")
-ax.legend(loc="lower right")
+grey = {"color": "none", "markerfacecolor": "0.75", "markeredgecolor": "black"}
+handles = [
+    Line2D([], [], marker="o", markersize=7, label="other knockouts", **grey),
+    Line2D([], [], marker="^", markersize=7, label="IFN-γ pathway knockouts", **grey),
+    Line2D([], [], color=PALETTE["control"], ls=":", label="no information"),
+]
+ax.legend(handles=handles, loc="lower right")
 plt.show()
 
 # %% [markdown]
@@ -626,9 +672,12 @@ plt.show()
 # - **Few cells** sink below chance: SPI1 (48 cells, so 24 per half) and MYC (109). Their large "effect size" is mostly noise. This is the real-side noise of the previous section: each half of a tiny group is far from everything, so the other half finds many well-measured, weak perturbations closer than itself.
 # - **Weak effects with many cells** sit in between, most of them well above chance. With several hundred cells per half, even small but consistent changes in a few genes separate them. Both halves share *everything* that sets a knockout's cells apart, though, including technical features such as the mix of replicates or guides, so a half-split can credit a perturbation with a signature that a model could never predict from biology.
 #
+# STAT2 fits none of the three groups: its effect size (4.35) is moderate, above every weak knockout's and below every strong one's, and with 661 cells it scores 1.00.
+# The groups are a rough guide: effect size and number of cells decide together.
+#
 # ### The interferon-gamma pathway: one signature, four knockouts
 #
-# Chapter 2 found that the knockouts of IFNGR1, IFNGR2, JAK2 and STAT1, four steps of one signalling chain, share one downstream signature.
+# Chapter 2 found that the knockouts of IFNGR1, IFNGR2, JAK2 and STAT1, four links of one signalling chain, share one downstream signature.
 # They still score near 1 above.
 # How close is the call? For each of them, we take the distances from its half-B effect to the half-A effects of the four:
 
@@ -780,7 +829,7 @@ plt.show()
 
 # %% [markdown]
 # A prediction ten times too strong keeps most of its discrimination score while its mean absolute error explodes; the cosine version does not change at all.
-# The reverse is also instructive: shrinking predictions towards zero *lowers* the mean absolute error at first (noise shrinks with them), but the shrunk predictions drift towards "nothing happens" and lose their ranks, because every weak real effect is then closer.
+# The reverse is also instructive: shrinking predictions towards zero ({term}`shrinkage`, [chapter 5](05_mae.ipynb)) *lowers* the mean absolute error at first (noise shrinks with them), but the shrunk predictions drift towards "nothing happens" and lose their ranks, because every weak real effect is then closer.
 # The two metrics pull in different directions, which is why the challenge combines them (chapter 8).
 #
 # What the discrimination score does not measure, and the loopholes that follow:
@@ -801,7 +850,7 @@ plt.show()
 # - Perfect predictions score 1; the worst possible is $1/N$. Predictions without information about the perturbation (random, shuffled, cell mean, control mean) score near 0.5: exactly $(N+1)/(2N)$ for identical predictions with every gene kept, a little more once the silenced gene is dropped. The blog's normalized form $1 - 2r/N$ puts chance at about 0 instead.
 # - Keeping the silenced gene would reward a model that only predicts the knockdown, dramatically under the cosine distance or on small gene panels.
 # - Noise on both sides caps the score: a second measurement of the same experiment discriminates well only with enough cells, and a perturbation measured with few cells can fall below chance even for a perfect model.
-# - On the THP-1 knockouts, strong perturbations are (nearly) always discriminable, tiny groups are not, and the interferon-gamma pathway knockouts are told apart only narrowly.
+# - On the THP-1 knockouts, the half-split (uncorrected) data ceiling shows that strong perturbations are (nearly) always discriminable, tiny groups are not, and the interferon-gamma pathway knockouts are told apart only narrowly.
 # - The score ignores the size of effects (a tenfold exaggeration costs little) and rewards "nothing happens" on weak perturbations: read it together with the mean absolute error.
 
 # %% [markdown]
@@ -813,15 +862,45 @@ plt.show()
 
 # %% tags=["hide-cell"]
 # Solution. r/N = 1 - s, so 1 - 2 r/N = 2 s - 1: the same ranking on a stretched scale where
-# "no information" sits near 0. Random predictions score a little above 0 for the reasons of the
-# chapter: ranks count from 0 (+1/N) and the silenced gene is dropped from the real effect.
+# "no information" sits near 0.
+# Is the random predictions' excess above 0 systematic, or luck? If the N ranks were independent,
+# the standard error of their mean would be the spread of the N normalized scores over sqrt(N),
+# which is larger than the excess itself (printed below): one draw cannot tell. Many fresh draws
+# can. Their mean stays above 0: at 1/N (ranks counted from 0) when every gene is kept, and
+# higher when the silenced gene is dropped, as for the baselines. And it varies from draw to draw
+# much less than that standard error says, because the ranks are not independent: as for the
+# control mean, the weakest real effects rank first for any uninformed guess, so the size of
+# each real effect fixes most of its rank (the Spearman correlation printed below). The excess is
+# systematic; chance moves it by a few hundredths only.
 for name in ("resample", "random"):
     book = score_table[name].to_numpy()
     rank_ = (1 - book) * N  # the 0-based ranks
     normalized = 1 - 2 * rank_ / N
     assert np.allclose(normalized, 2 * book - 1)
     print(f"{name:9s}: book {book.mean():.3f}, normalized {normalized.mean():.3f}")
-assert abs(2 * score_table["random"].mean() - 1) < 0.15
+random_normalized = 2 * score_table["random"].to_numpy() - 1
+naive_se = random_normalized.std(ddof=1) / np.sqrt(N)
+print(f"standard error if the ranks were independent: {naive_se:.3f}")
+rho = stats.spearmanr(score_table["random"], size).statistic
+print(f"random: Spearman correlation of score and size of the real effect {rho:.2f}")
+redraws = {"silenced gene dropped": [], "every gene kept": []}
+for seed in range(by_mode(full=200, fast=20)):
+    draw = np.random.default_rng(seed).normal(
+        0.0, real_delta.std().to_numpy(), real_delta.shape
+    )
+    for label, drop in (("silenced gene dropped", True), ("every gene kept", False)):
+        book = pds(draw, real_delta.to_numpy(), genes, perts, drop_target=drop)
+        redraws[label].append(2 * book.mean() - 1)
+print(f"normalized score of {len(draw)}-perturbation random predictions, new draws:")
+for label, values in redraws.items():
+    print(
+        f"  {label:21s}: mean {np.mean(values):.3f}, spread (SD) {np.std(values):.3f}"
+    )
+print(f"  1/N = {1 / N:.3f}")
+dropped_, kept_ = (np.array(v) for v in redraws.values())
+assert abs(kept_.mean() - 1 / N) < 4 * kept_.std() / np.sqrt(len(kept_))
+assert dropped_.mean() - kept_.mean() > 0.02
+assert dropped_.std() < naive_se and rho < -0.5
 
 # %% [markdown]
 # **2. Absolute effects (cell-eval 0.5 and earlier).**
@@ -831,15 +910,30 @@ assert abs(2 * score_table["random"].mean() - 1) < 0.15
 
 # %% tags=["hide-cell"]
 # Solution. Absolute values throw the signs away, so the flipped prediction is as good as the right
-# one; with signed effects it is further from its own effect than from almost any other, since
-# negating it moves it away from exactly the vector it should match.
+# one. With signed effects the flip costs most where the effect is strong: it moves the prediction
+# twice the effect away from its own real effect, most other real effects are then closer, and
+# strong perturbations fall towards the bottom ranks. A weak, noise-dominated effect is a small
+# vector whatever its sign: flipped, it stays close to its own real effect and to the other weak
+# ones, and keeps a good rank, as "nothing happens" does. The mean lands near 0.5, like chance,
+# but as the average of two opposite halves (printed below).
 flipped = -resample_delta
-signed_score = discrimination_score(flipped, real_delta).mean()
+signed = discrimination_score(flipped, real_delta)
+signed_score = signed.mean()
 absolute_score = discrimination_score(flipped.abs(), real_delta.abs()).mean()
 print(
     f"sign-flipped prediction: signed effects {signed_score:.3f}, absolute effects {absolute_score:.3f}"
 )
-assert absolute_score > 0.9 and signed_score < 0.5
+stronger = size > size.median()  # size: L1 size of each real effect vector
+by_size = {
+    "stronger half": signed[stronger].mean(),
+    "weaker half": signed[~stronger].mean(),
+}
+print(
+    "signed effects, mean score by size of the real effect:",
+    {k: round(float(v), 3) for k, v in by_size.items()},
+)
+assert absolute_score > 0.9 and abs(signed_score - 0.5) < 0.1
+assert by_size["stronger half"] < 0.4 and by_size["weaker half"] > 0.6
 
 # %% [markdown]
 # **3. "Nothing happens" on THP-1.**

@@ -20,7 +20,7 @@
 #
 # A biologist who silences a gene does not first ask for the mean of every gene; she asks which genes *changed*.
 # The third metric of the Virtual Cell Challenge asks the same of a model: run a statistical test on the real cells and on the predicted cells, list the genes that changed significantly on each side, and score how much the two lists overlap {cite}`roohani2025`.
-# That sounds like a simple set comparison, but every ingredient hides a choice: a rank test on data that are half zeros, a correction for testing thousands of genes at once, fold changes that can be infinite, and a test whose power depends on how many cells the model chose to predict.
+# That sounds like a simple set comparison, but every ingredient hides a choice: a rank test on data that are half zeros, a correction for testing thousands of genes at once, fold changes that can be infinite, and a test whose power, the probability that it detects a real effect, depends on how many cells the model chose to predict.
 # This chapter builds each ingredient from scratch, checks it against scipy and the book's library, and then shows, on simulated data with a known truth, what the score rewards and how it can be gamed.
 
 # %% [markdown]
@@ -30,7 +30,7 @@
 # - compute the Wilcoxon rank-sum (Mann-Whitney U) test with tie and continuity corrections by hand, and check it against scipy;
 # - correct thousands of p-values with Benjamini-Hochberg, and explain why the scope of the correction (per perturbation or global) changes the significant genes;
 # - compute fold changes as cell-eval does, infinite ones included, and the overlap score (DES) from two DE tables;
-# - explain how the number of predicted cells and the predicted control cells move the score, and estimate its noise ceiling on real data.
+# - explain how the number of predicted cells and the predicted control cells move the score, and estimate its half-split data ceiling on real data.
 #
 # **Prerequisites:** pseudobulk, effect vectors and the THP-1 data from [chapter 4](04_data_for_modelling.ipynb); how a prediction is laid out and compared with real cells, each side against its own controls, from [chapter 5](05_mae.ipynb).
 # ```
@@ -82,7 +82,7 @@ versions()
 # and then scores how many of the real list the predicted list recovers.
 #
 # We start with a simulated experiment from chapter 3, where we know which genes truly change: one cell type, 400 genes, 20 perturbations with 100 cells each, and 400 control cells.
-# One cell type, because the challenge evaluates each held-out cell type on its own.
+# One cell type, as in the challenge, whose test cells all come from a single cell type (H1 stem cells, chapter 4): every test compares perturbed and control cells of that one cell type.
 
 # %%
 SIM = dict(
@@ -174,13 +174,16 @@ print(
 #
 # where $t_j$ is the size of the $j$-th group of tied values.
 # Without ties the sum is zero and the variance is the textbook $n_1 n_2 (n+1)/12$; ties make the ranks less spread out, and the **tie correction** shrinks the variance accordingly.
-# For large samples $U_1$ is close to normal, so the test computes
+# For large samples $U_1$ is close to normal, so the test computes a **z-score**, the distance of $U_1$ from its null mean in units of its standard deviation, and from it the p-value:
 #
 # $$
 # z = \frac{|U_1 - n_1 n_2 / 2| - 0.5}{\sqrt{\operatorname{Var}[U_1]}}, \qquad p = 2\,\bigl(1 - \Phi(z)\bigr),
 # $$
 #
-# where the $0.5$ is a **continuity correction** (U moves in steps of one half, the normal curve is continuous), and $p$ is two-sided: a gene counts as changed whether it went up or down.
+# where $\Phi$ is the cumulative distribution function of the standard normal distribution: $\Phi(z)$ is the probability that a standard normal value is at most $z$.
+# The $0.5$ is a **continuity correction**: without ties $U_1$ takes only whole-number values, and subtracting half a step adjusts for approximating this discrete distribution by the continuous normal curve.
+# $p$ is two-sided: a gene counts as changed whether it went up or down.
+# Two guards, both in cell-eval: if $U_1$ lies within 0.5 of its mean, $z$ is negative and the formula gives $p > 1$, so $p$ is clipped to 1; if all values are tied (a gene that is zero in every cell), the variance is zero and $p = 1$.
 # cell-eval writes $|U_1 - n_1 n_2/2|$ as $\max(U_1, U_2) - n_1 n_2/2$ with $U_2 = n_1 n_2 - U_1$, which is the same number.
 
 # %%
@@ -191,8 +194,12 @@ tie_term = np.sum(tie_sizes.astype(float) ** 3 - tie_sizes)
 mean_u = n1 * n2 / 2
 var_plain = n1 * n2 * (n + 1) / 12
 var_ties = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1)))
-z = (abs(u1 - mean_u) - 0.5) / np.sqrt(var_ties)
-p_value = 2 * stats.norm.sf(z)  # = special.erfc(z / sqrt(2)), how cell-eval writes it
+if var_ties > 0:
+    z = (abs(u1 - mean_u) - 0.5) / np.sqrt(var_ties)
+    # 2 * sf(z) = special.erfc(z / sqrt(2)), how cell-eval writes it; above 1 when z < 0
+    p_value = float(np.clip(2 * stats.norm.sf(z), 0.0, 1.0))
+else:  # every value tied: no evidence either way
+    z, p_value = 0.0, 1.0
 print(f"U1 = {u1:.1f} (null mean {mean_u:.0f})")
 print(
     f"sd without tie correction {np.sqrt(var_plain):.1f}, with it {np.sqrt(var_ties):.1f}"
@@ -207,7 +214,7 @@ assert np.isclose(special.erfc(z / np.sqrt(2)), p_value, rtol=1e-10)
 # %% [markdown]
 # Our numbers equal scipy's `mannwhitneyu(method="asymptotic", use_continuity=True)`, whose $U$ is also $U_1$.
 # How good is the normal approximation with so many ties?
-# Under the null hypothesis the labels "perturbed" and "control" are exchangeable, so we can shuffle them many times, recompute $U_1$ each time, and compare the histogram with the two normal curves.
+# Under the null hypothesis the labels "perturbed" and "control" are exchangeable: every assignment of the labels to the cells is equally likely, so we can shuffle them many times, recompute $U_1$ each time, and compare the histogram with the two normal curves.
 
 # %%
 n_shuffles = by_mode(full=5000, fast=1000)
@@ -499,6 +506,7 @@ assert toy_de["p_value"].iloc[0] == 1.0  # all values tied: no evidence either w
 # %%
 def with_controls(predicted: ad.AnnData, controls: ad.AnnData) -> ad.AnnData:
     """A prediction: the perturbed cells of `predicted`, then the control cells of `controls`."""
+    assert list(predicted.var_names) == list(controls.var_names), "genes differ"
     parts = [
         predicted[predicted.obs[PERT].astype(str) != CONTROL],
         controls[controls.obs[PERT].astype(str) == CONTROL],
@@ -508,7 +516,7 @@ def with_controls(predicted: ad.AnnData, controls: ad.AnnData) -> ad.AnnData:
     ]
     labels_ = np.concatenate([part.obs[PERT].astype(str).to_numpy() for part in parts])
     obs = pd.DataFrame({PERT: labels_}, index=[f"cell{i}" for i in range(len(labels_))])
-    var = pd.DataFrame(index=real.var_names)
+    var = pd.DataFrame(index=controls.var_names)
     return ad.AnnData(X=np.vstack(matrices).astype(np.float32), obs=obs, var=var)
 
 
@@ -605,6 +613,7 @@ for ax, rows, title, highlight, colour, name in (
     )
     mark = rows.index.isin(highlight)
     ax.scatter(lfc_shown[mark], height[mark], s=16, color=colour, label=name)
+    missed = rows.index.isin(real_sig) & ~rows.index.isin(top_k)
     if ax is axes[1]:
         both = rows.index.isin(top_k) & rows.index.isin(real_sig)
         ax.scatter(
@@ -615,11 +624,24 @@ for ax, rows, title, highlight, colour, name in (
             edgecolors="black",
             label="also real significant",
         )
+    ax.scatter(
+        lfc_shown[missed],
+        height[missed],
+        s=36,
+        marker="x",
+        color="black" if ax is axes[0] else PALETTE["perturbed"],
+        label="missed by the replicate"
+        if ax is axes[0]
+        else "real significant, missed",
+    )
+    ax.set_yscale("symlog", linthresh=2)  # linear near the line, logarithmic above
+    ticks = [0, 1, 2, 5, 10, 20, 50]
+    ax.set_yticks(ticks, [str(t) for t in ticks])
     ax.axhline(-np.log10(0.05), color="black", ls="--", lw=0.8)
     ax.set(
         title=f"{shown_pert}, {title}",
         xlabel="log2 fold change (infinite ones at the edge)",
-        ylabel="-log10 fdr",
+        ylabel="-log10 fdr (log scale above 2)",
     )
     ax.legend(fontsize=8)
 plt.tight_layout()
@@ -627,10 +649,25 @@ plt.show()
 print(
     f"{shown_pert}: {len(real_sig)} real significant, {len(pred_sig)} predicted significant, overlap {des_numpy[shown_pert]:.2f}"
 )
+missed_genes = real_sig.difference(top_k)
+found_genes = real_sig.intersection(top_k)
+print(
+    f"missed: {len(missed_genes)}, of which {(pred_rows.loc[missed_genes, 'fdr'] >= 0.05).sum()} "
+    f"not significant in the replicate and {(truth.loc[shown_pert, missed_genes] == 0).sum()} null in the simulator"
+)
+print(
+    f"median real fdr of the missed genes {real_rows.loc[missed_genes, 'fdr'].median():.2g}, "
+    f"of the found ones {real_rows.loc[found_genes, 'fdr'].median():.2g}"
+)
+assert (pred_rows.loc[missed_genes, "fdr"] >= 0.05).all()
 
 # %% [markdown]
-# The dashed line is fdr = 0.05.
-# The strongest genes are found on both sides; the misses are genes near the line, and genes whose large fold change rests on few molecules.
+# The dashed line is fdr = 0.05; the vertical axis is logarithmic above 2, to spread out the genes near the line.
+# The strongest genes are found on both sides.
+# The crosses mark the real significant genes that the replicate's top $k$ missed.
+# On the right (red) all of them fall below the line: the replicate does not call them significant at all.
+# On the left (black) they were weak calls in the real cells, most of them close to the line (the printout compares the median fdr of the missed and the found genes), and half of them did not change in the simulator at all.
+# Their places in the top $k$ go to genes that only the replicate calls significant (blue dots without a circle).
 #
 # cell-eval reports variants of the score.
 # `overlap_at_50` and `overlap_at_100` cut both lists at $\min(k', |S_\text{real}|)$ genes, with $k' = 50$ or 100: the overlap among the strongest real genes only.
@@ -681,6 +718,7 @@ def copies(profiles: pd.DataFrame, cells: int, controls: ad.AnnData) -> ad.AnnDa
             {PERT: np.repeat(names, cells)},
             index=[f"p{i}" for i in range(len(names) * cells)],
         ),
+        var=pd.DataFrame(index=profiles.columns),
     )
     return with_controls(predicted, controls)
 
@@ -724,11 +762,19 @@ assert copies_des_by_cells.iloc[0] > replicate_des.iloc[0]
 assert copies_des_by_cells.iloc[-1] < replicate_des.iloc[-1]
 
 # %% [markdown]
-# For comparison, the cell-mean baseline (every predicted cell is the same average profile, for every perturbation; chapter 8), with the real number of cells per perturbation:
+# For comparison, the cell-mean baseline (every predicted cell is the same average profile of the training cells, for every perturbation; chapter 8), with the real number of cells per perturbation.
+# A baseline, like a model, must not see the perturbed cells it is scored on; in the challenge it is built from the training perturbations.
+# This simulation has no separate training perturbations, so we split the 20 into two halves and build each half's baseline from the cells of the other half and the controls.
 
 # %%
 counts = real.obs[PERT].astype(str).value_counts().drop(CONTROL)
-baseline = cell_mean_baseline(real, counts)
+halves = [targets[::2], targets[1::2]]
+baseline_parts = []
+for predicted_half, training_half in zip(halves, halves[::-1]):
+    training = real[real.obs[PERT].astype(str).isin(training_half + [CONTROL])]
+    part = cell_mean_baseline(training, counts[predicted_half])
+    baseline_parts.append(part[part.obs[PERT].astype(str) != CONTROL])
+baseline = with_controls(ad.concat(baseline_parts, index_unique="-"), real)
 de_baseline = wilcoxon_de(baseline)
 baseline_des = de_overlap(de_baseline, de_real).mean()
 null_pairs = ~changed.ravel()
@@ -786,7 +832,7 @@ plt.show()
 # Three lessons:
 #
 # - **Even a perfect prediction needs cells.** With a handful of cells per perturbation, few genes reach significance and the top $k$ cannot be filled; DES climbs with the number of predicted cells, and keeps rising a little beyond the real number, since a bigger predicted sample only sharpens the predicted list.
-# - **Copies make the test meaningless.** With identical cells, the number of predicted significant genes explodes far beyond the real count, null genes included, and the list that DES compares is decided by the fold-change ranking alone. Copies of the right mean score well because the right means give the right fold changes: with few cells they even beat the perfect replicate. With many cells they fall behind it, because large fold changes of weakly expressed genes, which the real test cannot confirm, crowd real significant genes out of the top $k$. Copies of a wrong mean score poorly: the cell-mean baseline predicts the same profile for every perturbation, so it ranks the same genes first for all of them.
+# - **Copies make the test meaningless.** With identical cells, the number of predicted significant genes explodes far beyond the real count, null genes included, and the list that DES compares is decided by the fold-change ranking alone. Copies of the right mean score well because the right means give the right fold changes: with few cells they even beat the perfect replicate. With many cells they fall behind it, because large fold changes of weakly expressed genes, which the real test cannot confirm, crowd real significant genes out of the top $k$. Copies of a wrong mean score poorly: the cell-mean baseline predicts the same profile for every perturbation (here, for every perturbation of a half), so it ranks the same genes first for all of them.
 # - **So DES mostly tests the fold-change ranking, once the predicted side has power.** A model that predicts many low-variance cells gets a large predicted list and is judged on its fold changes; a model that predicts realistic, noisy cells is also judged on its noise.
 #
 # **The predicted control cells.**
@@ -803,6 +849,7 @@ control_mean = pd.DataFrame(
 mean_controls = ad.AnnData(
     X=np.repeat(control_mean.to_numpy(dtype=np.float32), 400, axis=0),
     obs=pd.DataFrame({PERT: [CONTROL] * 400}, index=[f"c{i}" for i in range(400)]),
+    var=pd.DataFrame(index=real.var_names),
 )
 control_variants = {
     "own resampled controls (400)": own_controls,
@@ -896,10 +943,11 @@ plt.show()
 # A perturbation without real significant genes scores DES = 0 whatever the prediction, so on these data a large share of the DES mean is fixed before any model is run.
 # The global correction again takes genes from the strong perturbations and gives a few to weak ones.
 #
-# **The noise ceiling.**
+# **The half-split data ceiling.**
 # What DES could a perfect model reach on these data?
 # Split each knockout's cells and the control cells randomly into two halves, and let one half "predict" the other.
-# Half as many cells means less power than the full data, so this estimate is pessimistic: a perfect prediction with as many cells as the real data would probably score somewhat higher (the simulation above showed how DES grows with predicted cells).
+# This is the half-split (uncorrected) version of the {term}`data ceiling`.
+# Half as many cells means less power than the full data, so this estimate is pessimistic: a perfect prediction with as many cells as the real data would score higher (the simulation above showed how DES grows with predicted cells), and [chapter 8](08_baselines_and_score.ipynb) corrects the half-split ceiling to full depth, as cell-eval does.
 # We use the knockouts with at least five significant genes.
 
 # %%
@@ -937,7 +985,7 @@ assert (
 # %% [markdown]
 # Even one half of the real cells predicting the other recovers only part of the significant genes.
 # The knockouts with few significant genes score lower on average and vary most between splits: with $k$ small, each gene is a large step of the score.
-# A model's DES should be read against this ceiling, not against 1.
+# A model's DES should be read against this ceiling, or better against chapter 8's corrected one, not against 1.
 
 # %% [markdown]
 # ## Summary
@@ -946,7 +994,7 @@ assert (
 # - The test uses average ranks for ties, the tie-corrected variance, a continuity correction and the normal approximation, as `scipy.stats.mannwhitneyu(method="asymptotic")` does; `wilcoxon_de` computes all perturbations and genes at once from "controls below plus half the controls equal".
 # - The scope of the false discovery rate matters: per perturbation (cell-eval 0.8) or over all tests (the challenge's 2025 code) gives different lists.
 # - Fold changes are $\log_2$ ratios of $\operatorname{expm1}$ of mean log1p values; with no pseudo-count, genes that switch fully on or off get $\pm\infty$ and rank first.
-# - DES depends on the number of predicted cells and on the predicted controls; identical predicted cells make almost every gene significant, so the score then judges only the fold-change ranking. Even a perfect replicate stays well below 1.
+# - DES depends on the number of predicted cells and on the predicted controls; identical predicted cells make about half of all genes significant here, null genes included (3.5% of the real tests are), so the score then judges only the fold-change ranking. Even a perfect replicate stays well below 1.
 
 # %% [markdown]
 # ## Exercises
@@ -989,10 +1037,12 @@ print("step-up rule and adjusted p-values agree for all", len(p_norm), "perturba
 # What are its fold changes, which genes does it rank first, and what DES does it get?
 
 # %% tags=["hide-cell"]
-# Solution. Every predicted mean equals the control mean, so every lfc is exactly 0: all genes tie
-# and the "top k" is simply the first k significant genes in gene order. Many genes are still
-# significant (copies of the mean sit above the median of zero-heavy genes), so DES is whatever
-# overlap that arbitrary order happens to have with the real list.
+# Solution. Every predicted mean equals the control mean, so every lfc is 0 in exact arithmetic; what
+# the computer holds is zero up to float32 rounding (largest |lfc| below). Many genes are still
+# significant (copies of the mean sit above the median of zero-heavy genes), and the top k among them
+# is decided by that rounding noise: an arbitrary order, which another implementation that rounds
+# differently changes (chapter 8 discusses cell-eval and the library picking different genes). DES is
+# whatever overlap that arbitrary order happens to have with the real list.
 nothing = copies(
     pd.DataFrame(
         [means.loc[CONTROL].to_numpy()] * len(targets),
@@ -1004,6 +1054,7 @@ nothing = copies(
 )
 de_nothing = wilcoxon_de(nothing)
 print(f"largest |lfc|: {de_nothing['log2_fold_change'].abs().max():.2g}")
+print(f"lfc exactly 0: {(de_nothing['log2_fold_change'] == 0).mean():.0%} of tests")
 print(f"significant tests: {(de_nothing['fdr'] < 0.05).mean():.0%}")
 des_nothing = de_overlap(de_nothing, de_real).mean()
 print(f"DES: {des_nothing:.3f} (perfect replicate: {des_numpy.mean():.3f})")

@@ -276,3 +276,6 @@ def test_score_formula_and_clipping():
     assert result["avg_score"] == pytest.approx((0.5 + 0.6 + 0) / 3)
     with pytest.raises(ValueError, match="missing"):
         score(user.drop(columns="mae"), base)
+    # As in cell-eval: a NaN anywhere makes that metric's mean NaN, and its score 0.
+    with_nan = user.assign(discrimination_score_l1=[0.9, np.nan])
+    assert score(with_nan, base)["discrimination_score_l1"] == 0

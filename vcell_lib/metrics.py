@@ -360,7 +360,8 @@ def score(user: pd.DataFrame, baseline: pd.DataFrame, metrics: Sequence[str] = V
         raise ValueError(f"metrics {missing} are missing from the user or baseline table (evaluate() makes them)")
     scaled = {}
     for metric in metrics:
-        u, b = user[metric].mean(), baseline[metric].mean()
+        # skipna=False: as in cell-eval, one NaN makes the mean NaN, and the metric then scores 0.
+        u, b = user[metric].mean(skipna=False), baseline[metric].mean(skipna=False)
         with np.errstate(divide="ignore", invalid="ignore"):
             value = 1 - np.float64(u) / b if metric in LOWER_IS_BETTER else (np.float64(u) - b) / (1 - np.float64(b))
         scaled[metric] = max(0.0, 0.0 if np.isnan(value) else float(value))

@@ -2,12 +2,13 @@
 
 Taught in chapter 03. In log space, a perturbed cell's expected expression is
 
-    log lambda_ig = mu_cg  +  k_i * r_cpg  +  (L^T z_i)_g  +  beta_bg
-                    basal     T_p: knockdown   H: cell        batch
-                    program   through the GRN  programs       effect
+    log lambda_ig = mu_cg  +  k_i * a_cpg  +  (L^T z_i)_g  +  beta_bg
+                    X_0:      T_p: knockdown   H: cell        eps: batch
+                    basal     through the GRN  programs       effect
 
-and its observed counts are eps: molecules ~ NegativeBinomial(M_i * lambda_ig / Z_c, theta_g),
-then each molecule is captured with probability eta_i (Binomial thinning).
+Biology (H) also sets the cell's size M_i and the bursty, negative-binomial spread of its molecules,
+molecules ~ NegativeBinomial(M_i * lambda_ig / Z_c, theta_g); the measurement (eps) then captures each
+molecule with probability eta_i (per cell, scaled per batch for depth): Binomial thinning.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class SimulationParams:
     n_programs: int = 2
     program_gene_fraction: float = 0.1
     program_sd: float = 0.5
-    # technical noise eps
-    total_molecules: float = 50_000.0  # median mRNA molecules per cell
+    # cell size and bursting (biological) and the measurement eps (technical)
+    total_molecules: float = 50_000.0  # mean mRNA molecules per cell
     size_sd: float = 0.3  # log-scale spread of cell size
     capture_mean: float = 0.1
     capture_concentration: float = 50.0
