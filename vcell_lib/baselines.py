@@ -59,25 +59,36 @@ def _profiles(train: ad.AnnData, pert_col: str, control: str) -> pd.DataFrame:
     return table
 
 
+def _inputs(
+    train: ad.AnnData, counts, controls: ad.AnnData | None, pert_col: str, control: str
+) -> tuple[pd.DataFrame, pd.Series, ad.AnnData, np.ndarray]:
+    """Checked inputs: training profiles, cell counts, the control cells to append and their mean profile."""
+    profiles = _profiles(train, pert_col, control)
+    counts = _cell_counts(counts, control)
+    controls = train if controls is None else controls
+    target_control = profiles.loc[control] if controls is train else _profiles(controls, pert_col, control).loc[control]
+    return profiles, counts, controls, target_control.to_numpy()
+
+
 def _prediction(
-    profiles: pd.DataFrame, counts: pd.Series, controls: ad.AnnData, pert_col: str, control: str
+    rows: np.ndarray, counts: pd.Series, genes: pd.Index, controls: ad.AnnData, pert_col: str, control: str
 ) -> ad.AnnData:
-    """Stack `counts[p]` copies of each profile, then append the control cells of `controls`."""
+    """Stack `counts[p]` copies of each perturbation's row (clipped at 0), then append the control cells."""
     controls = ensure_log1p(controls, "controls")
-    if not controls.var_names.equals(profiles.columns):
+    if not controls.var_names.equals(genes):
         raise ValueError("controls must have the same genes, in the same order, as the training cells")
     control_cells = controls[controls.obs[pert_col].astype(str) == control]
     if control_cells.n_obs == 0:
         raise ValueError(f"controls has no control cells ({pert_col} == {control!r})")
     labels = np.repeat(counts.index.to_numpy(), counts.to_numpy())
-    predicted = np.repeat(profiles.loc[counts.index].to_numpy(dtype=np.float32), counts.to_numpy(), axis=0)
+    predicted = np.repeat(np.clip(rows, 0, None).astype(np.float32), counts.to_numpy(), axis=0)
     control_x = control_cells.X.toarray() if hasattr(control_cells.X, "toarray") else np.asarray(control_cells.X)
     obs = pd.DataFrame(
         {pert_col: np.concatenate([labels, np.full(control_cells.n_obs, control)])},
         index=[f"pred_{i}" for i in range(len(labels))] + [f"control_{name}" for name in control_cells.obs_names],
     )
     X = np.vstack([predicted, control_x.astype(np.float32)])
-    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=profiles.columns.copy()))
+    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes.copy()))
 
 
 def cell_mean_baseline(
@@ -94,10 +105,9 @@ def cell_mean_baseline(
     unweighted mean of those profiles, copied `counts[p]` times for each perturbation p, followed by
     the control cells of `controls` (default: `train`'s). Taught in chapter 08.
     """
-    profiles = _profiles(train, pert_col, control)
-    counts = _cell_counts(counts, control)
-    mean = pd.DataFrame([profiles.mean(axis=0).to_numpy()] * len(counts), index=counts.index, columns=profiles.columns)
-    return _prediction(mean, counts, train if controls is None else controls, pert_col, control)
+    profiles, counts, controls, _ = _inputs(train, counts, controls, pert_col, control)
+    rows = np.tile(profiles.mean(axis=0).to_numpy(), (len(counts), 1))
+    return _prediction(rows, counts, profiles.columns, controls, pert_col, control)
 
 
 def control_mean_baseline(
@@ -108,11 +118,13 @@ def control_mean_baseline(
     pert_col: str = PERT,
     control: str = CONTROL,
 ) -> ad.AnnData:
-    """ "Nothing happens": every predicted cell is the mean control profile. Taught in chapter 08."""
-    profiles = _profiles(train, pert_col, control)
-    counts = _cell_counts(counts, control)
-    same = pd.DataFrame([profiles.loc[control].to_numpy()] * len(counts), index=counts.index, columns=profiles.columns)
-    return _prediction(same, counts, train if controls is None else controls, pert_col, control)
+    """ "Nothing happens": every predicted cell is the mean profile of the control cells of `controls`.
+
+    `controls` defaults to `train`; pass the target cell type's cells to predict its own controls. Ch. 08.
+    """
+    profiles, counts, controls, target_control = _inputs(train, counts, controls, pert_col, control)
+    rows = np.tile(target_control, (len(counts), 1))
+    return _prediction(rows, counts, profiles.columns, controls, pert_col, control)
 
 
 def perturbation_mean_baseline(
@@ -129,14 +141,11 @@ def perturbation_mean_baseline(
     `controls`, so a perturbation seen in another cell type transfers its effect to the new one.
     Taught in chapter 08.
     """
-    profiles = _profiles(train, pert_col, control)
-    counts = _cell_counts(counts, control)
+    profiles, counts, controls, target_control = _inputs(train, counts, controls, pert_col, control)
     effects = profiles.drop(index=control) - profiles.loc[control].to_numpy()
-    target_controls = profiles.loc[control] if controls is None else _profiles(controls, pert_col, control).loc[control]
     mean_effect = effects.mean(axis=0)
-    rows = [effects.loc[p] if p in effects.index else mean_effect for p in counts.index]
-    predicted = pd.DataFrame(np.vstack(rows) + target_controls.to_numpy(), index=counts.index, columns=profiles.columns)
-    return _prediction(predicted.clip(lower=0), counts, train if controls is None else controls, pert_col, control)
+    rows = np.vstack([effects.loc[p] if p in effects.index else mean_effect for p in counts.index]) + target_control
+    return _prediction(rows, counts, profiles.columns, controls, pert_col, control)
 
 
 def linear_baseline(
@@ -160,8 +169,7 @@ def linear_baseline(
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
     if not np.isfinite(ridge) or ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge!r}")
-    profiles = _profiles(train, pert_col, control)
-    counts = _cell_counts(counts, control)
+    profiles, counts, controls, target_control = _inputs(train, counts, controls, pert_col, control)
     effects = profiles.drop(index=control) - profiles.loc[control].to_numpy()
     genes = profiles.columns
     measured = [p for p in effects.index if p in genes]
@@ -181,6 +189,4 @@ def linear_baseline(
     rows = [
         mean_effect + (embedding @ weights @ embedding[position[p]] if p in position else 0.0) for p in counts.index
     ]
-    target_controls = profiles.loc[control] if controls is None else _profiles(controls, pert_col, control).loc[control]
-    predicted = pd.DataFrame(np.vstack(rows) + target_controls.to_numpy(), index=counts.index, columns=genes)
-    return _prediction(predicted.clip(lower=0), counts, train if controls is None else controls, pert_col, control)
+    return _prediction(np.vstack(rows) + target_control, counts, genes, controls, pert_col, control)
