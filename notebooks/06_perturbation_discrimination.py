@@ -55,6 +55,7 @@ from vcell_lib.baselines import cell_mean_baseline, control_mean_baseline
 from vcell_lib.data import (
     CONTROL,
     PERT,
+    half_split,
     load_papalexi2021,
     normalize_log1p,
     pseudobulk,
@@ -545,26 +546,17 @@ thp1_genes = thp1.var_names.to_numpy()
 thp1_cells = pd.Series(labels).value_counts()[thp1_perts]
 
 
-def half_split(seed: int) -> np.ndarray:
-    """True for a random half of the cells of every label (controls included)."""
-    split_rng = np.random.default_rng(seed)
-    first = np.zeros(len(labels), dtype=bool)
-    for label in np.unique(labels):
-        cells = np.flatnonzero(labels == label)
-        first[split_rng.permutation(cells)[: len(cells) // 2]] = True
-    return first
-
-
-def thp1_effects(mask: np.ndarray) -> pd.DataFrame:
-    return effects(thp1[mask]).loc[thp1_perts]
+def thp1_effects(cells) -> pd.DataFrame:
+    """Effect vectors of the THP-1 knockouts, from a subset of the cells."""
+    return effects(cells).loc[thp1_perts]
 
 
 IFN_PATHWAY = ["IFNGR1", "IFNGR2", "JAK2", "STAT1"]  # chapter 2: one shared signature
 N_SPLITS = by_mode(full=10, fast=3)
 halves = []
 for seed in range(N_SPLITS):
-    first = half_split(seed)
-    halves.append((thp1_effects(first), thp1_effects(~first)))
+    first, second = half_split(thp1, seed)  # chapter 5: disjoint halves of every label
+    halves.append((thp1_effects(first), thp1_effects(second)))
 split_scores = pd.DataFrame(
     {
         seed: pds(b.to_numpy(), a.to_numpy(), thp1_genes, thp1_perts)
@@ -672,7 +664,7 @@ plt.show()
 # - **Few cells** sink below chance: SPI1 (48 cells, so 24 per half) and MYC (109). Their large "effect size" is mostly noise. This is the real-side noise of the previous section: each half of a tiny group is far from everything, so the other half finds many well-measured, weak perturbations closer than itself.
 # - **Weak effects with many cells** sit in between, most of them well above chance. With several hundred cells per half, even small but consistent changes in a few genes separate them. Both halves share *everything* that sets a knockout's cells apart, though, including technical features such as the mix of replicates or guides, so a half-split can credit a perturbation with a signature that a model could never predict from biology.
 #
-# STAT2 fits none of the three groups: its effect size (4.35) is moderate, above every weak knockout's and below every strong one's, and with 661 cells it scores 1.00.
+# STAT2 fits none of the three groups: its effect size (4.35) is moderate, above every weak knockout's and below every strong one's, and with 661 cells it scores 0.99.
 # The groups are a rough guide: effect size and number of cells decide together.
 #
 # ### The interferon-gamma pathway: one signature, four knockouts
@@ -701,7 +693,7 @@ margin = nearest_other / np.diag(block.to_numpy())
 print("nearest other member / own distance:", margin.round(2).to_dict())
 
 # %% [markdown]
-# The diagonal wins, but for the receptor subunits and JAK2 by 15% at most, and for JAK2 by about 1%: the nearest other pathway member is almost as close as the knockout itself.
+# The diagonal wins, but for the receptor subunits and JAK2 by 14% at most, and for JAK2 by about 1%: the nearest other pathway member is almost as close as the knockout itself.
 # STAT1 is easier because its effect is the strongest of the four (the largest effect size in the table above).
 # With fewer cells the margin disappears.
 # We draw the same number of cells from each of the four knockouts and the controls, split them in halves, and count how often a pathway knockout's half B is nearest (among all 25 knockouts) to its own half A rather than to another pathway member:
@@ -716,7 +708,7 @@ def pathway_hits(cells_per_half: int, seed: int) -> float:
         cells = draw.permutation(np.flatnonzero(labels == label))
         take = cells_per_half if label in IFN_PATHWAY else len(cells) // 2
         first[cells[:take]], second[cells[take : 2 * take]] = True, True
-    a, b = thp1_effects(first), thp1_effects(second)
+    a, b = thp1_effects(thp1[first]), thp1_effects(thp1[second])
     hits = []
     for p in IFN_PATHWAY:
         keep = a.columns != p

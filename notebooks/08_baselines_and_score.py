@@ -69,6 +69,7 @@ from vcell_lib.data import (
     CONTROL,
     PERT,
     assign_split,
+    half_split,
     load_papalexi2021,
     normalize_log1p,
     pseudobulk,
@@ -383,18 +384,6 @@ predictions["perfect (resample)"] = with_controls(
 
 
 # %%
-def half_split(adata: ad.AnnData, seed: int = 0) -> tuple[ad.AnnData, ad.AnnData]:
-    """Two disjoint halves of every label's cells (controls too), as cell-eval draws them."""
-    generator = np.random.default_rng(seed)
-    first, second = [], []
-    for _, cells in adata.obs.groupby(PERT, observed=True).indices.items():
-        order = generator.permutation(cells)
-        half = len(order) // 2
-        first.append(order[:half])
-        second.append(order[half : 2 * half])
-    return adata[np.concatenate(first)].copy(), adata[np.concatenate(second)].copy()
-
-
 def ceiling(adata: ad.AnnData, seed: int = 0) -> tuple[pd.Series, pd.DataFrame]:
     """Half-split self-agreement of PDS and DES with cell-eval's 2r/(1+r) correction.
 
@@ -669,7 +658,7 @@ assert all(
 )
 
 # %% [markdown]
-# Finally the data ceiling: cell-eval computes it from the real cells alone (`adata_pred=None`), with the same halves as our `half_split` for the same seed.
+# Finally the data ceiling: cell-eval computes it from the real cells alone (`adata_pred=None`), with the same halves as the library's `half_split` (chapter 5) for the same seed.
 
 # %%
 with quiet(), tempfile.TemporaryDirectory() as outdir:

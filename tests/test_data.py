@@ -20,6 +20,7 @@ from vcell_lib.data import (
     Split,
     assign_split,
     check_split,
+    half_split,
     load_papalexi2021,
     load_perturbation_data,
     load_vcc_training,
@@ -241,6 +242,22 @@ def test_perturbation_effects_subtract_the_same_cell_types_controls():
     no_controls = std[~((std.obs["cell_type"] == "RPE1") & (std.obs["target_gene"] == CONTROL))].copy()
     with pytest.raises(ValueError, match=r"no control cells in cell type\(s\) \['RPE1'\]"):
         perturbation_effects(no_controls)
+
+
+def test_half_split_is_disjoint_balanced_and_reproducible():
+    std = standard(n_cells=101, seed=8)
+    first, second = half_split(std, seed=3)
+    assert not set(first.obs_names) & set(second.obs_names)
+    sizes = std.obs["target_gene"].value_counts()
+    for label, n in sizes.items():
+        assert (first.obs["target_gene"] == label).sum() == (second.obs["target_gene"] == label).sum() == n // 2
+    again, _ = half_split(std, seed=3)
+    assert list(again.obs_names) == list(first.obs_names)
+    assert list(half_split(std, seed=4)[0].obs_names) != list(first.obs_names)
+    with pytest.raises(ValueError, match="no label has 2 or more cells"):
+        half_split(std[:1].copy())
+    with pytest.raises(ValueError, match="'guide'"):
+        half_split(std, pert_col="guide")
 
 
 # ----------------------------------------------------------------------------- control matching

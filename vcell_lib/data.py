@@ -29,6 +29,7 @@ __all__ = [
     "assign_split",
     "check_split",
     "fetch",
+    "half_split",
     "load_papalexi2021",
     "load_perturbation_data",
     "load_vcc_training",
@@ -290,6 +291,28 @@ def match_controls(adata: ad.AnnData, *, same_batch: bool = False, seed: int = 0
             raise ValueError(f"no control cells for {where} ({len(perturbed)} perturbed cells): {fix}")
         matched[adata.obs_names[perturbed]] = adata.obs_names[rng.choice(controls, size=len(perturbed))]
     return matched
+
+
+def half_split(adata: ad.AnnData, seed: int = 0, *, pert_col: str = PERT) -> tuple[ad.AnnData, ad.AnnData]:
+    """Two disjoint random halves of every label's cells (controls too), as cell-eval's data ceiling draws them.
+
+    Each label contributes floor(n / 2) cells to each half (an odd cell out is left out); labels with
+    fewer than 2 cells are dropped. One half can play "real" and the other "prediction": how well
+    they agree is what the noise in the data allows. Taught in chapters 05 and 08.
+    """
+    if pert_col not in adata.obs.columns:
+        raise ValueError(f"obs has no {pert_col!r} column; {_columns_hint(adata)}")
+    generator = np.random.default_rng(seed)
+    first, second = [], []
+    for _, cells in adata.obs.groupby(pert_col, observed=True).indices.items():
+        order = generator.permutation(cells)
+        half = len(order) // 2
+        first.append(order[:half])
+        second.append(order[half : 2 * half])
+    first, second = np.concatenate(first), np.concatenate(second)
+    if len(first) == 0:
+        raise ValueError("no label has 2 or more cells: nothing to split")
+    return adata[first].copy(), adata[second].copy()
 
 
 # ----------------------------------------------------------------------------- splits
