@@ -542,34 +542,19 @@ def plain_log_ticks(axis, ticks) -> None:
 
 fig, ax = plt.subplots(figsize=(6.2, 4))
 cells = sweep.index.to_numpy()
-ax.loglog(
-    cells,
-    sweep["independent sample"],
-    "o",
-    color=PALETTE["prediction"],
-    label="independent sample (simulated)",
+curves = (
+    (
+        "independent sample",
+        "o",
+        PALETTE["prediction"],
+        "independent sample (simulated)",
+    ),
+    ("predicted", "-", PALETTE["prediction"], "independent sample (formula)"),
+    ("true mean (predicted)", "--", PALETTE["truth"], "exact true mean (formula)"),
+    ("nothing happens", "s-", PALETTE["control"], "nothing happens"),
 )
-ax.loglog(
-    cells,
-    sweep["predicted"],
-    "-",
-    color=PALETTE["prediction"],
-    label="independent sample (formula)",
-)
-ax.loglog(
-    cells,
-    sweep["true mean (predicted)"],
-    "--",
-    color=PALETTE["truth"],
-    label="exact true mean (formula)",
-)
-ax.loglog(
-    cells,
-    sweep["nothing happens"],
-    "s-",
-    color=PALETTE["control"],
-    label="nothing happens",
-)
+for column, style_code, color, label in curves:
+    ax.loglog(cells, sweep[column], style_code, color=color, label=label)
 ax.set(
     xlabel="real cells per perturbation (n = m)",
     ylabel="MAE",
