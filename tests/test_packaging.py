@@ -54,7 +54,7 @@ def test_repository_url_is_the_configured_one_everywhere():
         ROOT / "README.md",
         ROOT / "pyproject.toml",
         *(ROOT / "notebooks").glob("*.py"),
-        *(ROOT / "vcell_lib").glob("*.py"),
+        *(ROOT / "vcell_lib").rglob("*.py"),
     ]
     for path in files:
         for found in re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", path.read_text()):
