@@ -435,3 +435,109 @@ def test_load_papalexi2021_real_data():
     assert measured_targets == sorted(
         ["STAT1", "STAT2", "STAT3", "JAK2", "NFKBIA", "CMTM6", "UBE2L6", "IFNGR2", "TNFRSF14"]
     )
+
+
+# ----------------------------------------------------------------------------- no silent overwrites (issue 8)
+
+
+def test_existing_batch_and_cell_type_are_kept_not_replaced():
+    raw = raw_adata(control=CONTROL).copy()
+    raw.obs = raw.obs.rename(columns={"guide_target": "target_gene", "rep": "batch", "line": "cell_type"})
+    std = load_perturbation_data(raw)  # default arguments
+    assert (std.obs["batch"].astype(str) == raw.obs["batch"].astype(str)).all()
+    assert (std.obs["cell_type"].astype(str) == raw.obs["cell_type"].astype(str)).all()
+    with pytest.raises(ValueError, match="cell_type='HEK293' would replace the existing obs\\['cell_type'\\]"):
+        load_perturbation_data(raw, cell_type="HEK293")
+    with pytest.raises(ValueError, match="obs already has a 'batch' column that batch_col would replace"):
+        load_perturbation_data(raw.copy(), batch_col="cell_type")
+
+
+def test_a_second_control_label_is_refused_not_merged():
+    raw = raw_adata(control="NT")
+    raw.obs.loc[raw.obs_names[8:12], "guide_target"] = CONTROL
+    with pytest.raises(ValueError, match="holds both 'NT' .* and 'non-targeting'"):
+        load_perturbation_data(raw, pert_col="guide_target", control="NT")
+
+
+def test_an_existing_target_gene_column_is_not_overwritten():
+    raw = raw_adata()
+    raw.obs["target_gene"] = "something else"
+    with pytest.raises(ValueError, match="obs already has a 'target_gene' column that pert_col would replace"):
+        load_perturbation_data(raw, pert_col="guide_target", control="NT")
+    # The same values under both names lose nothing: accepted.
+    raw.obs["target_gene"] = raw.obs["guide_target"].replace({"NT": CONTROL})
+    assert load_perturbation_data(raw, pert_col="guide_target", control="NT").n_obs == raw.n_obs
+
+
+def test_the_standard_column_itself_can_carry_another_control_label():
+    raw = raw_adata(control="NT")
+    raw.obs = raw.obs.rename(columns={"guide_target": "target_gene"})
+    std = load_perturbation_data(raw, control="NT")
+    assert (std.obs["target_gene"] == CONTROL).sum() == (raw.obs["target_gene"] == "NT").sum()
+
+
+# ----------------------------------------------------------------------------- clear errors (issue 8)
+
+
+def test_counts_from_a_layer_drop_the_log1p_mark():
+    raw = raw_adata()
+    raw.layers["counts"] = raw.X.copy()
+    sc.pp.normalize_total(raw)
+    sc.pp.log1p(raw)  # X is log1p now, uns["log1p"] is set
+    std = load_perturbation_data(raw, pert_col="guide_target", control="NT", layer="counts")
+    assert "log1p" not in std.uns and "log1p" in raw.uns
+    normalize_log1p(std)  # used to raise "already log1p-transformed"
+
+
+def test_numeric_perturbation_labels_with_a_numeric_control():
+    raw = raw_adata()
+    codes = {"NT": 0, "GENE1": 1, "GENE2": 2, "GENE3": 3}
+    raw.obs["guide_code"] = raw.obs["guide_target"].map(codes).astype(int)
+    std = load_perturbation_data(raw, pert_col="guide_code", control=0)
+    assert (std.obs["target_gene"] == CONTROL).sum() == (raw.obs["guide_code"] == 0).sum()
+    assert set(std.obs["target_gene"]) == {CONTROL, "1", "2", "3"}
+
+
+def test_backed_anndata_is_read_without_copying_it(tmp_path):
+    raw = raw_adata()
+    raw.layers["counts"] = raw.X.copy()
+    raw.write_h5ad(tmp_path / "screen.h5ad")
+    backed = ad.read_h5ad(tmp_path / "screen.h5ad", backed="r")
+    std = load_perturbation_data(backed, pert_col="guide_target", control="NT")
+    assert not std.isbacked and backed.isbacked
+    assert (std.X != raw.X).nnz == 0
+    assert list(std.layers) == []  # the other layers are not copied into memory
+    backed.file.close()
+
+
+def test_match_controls_refuses_duplicate_cell_names():
+    adata = standard()
+    adata.obs_names = ["same"] * 2 + list(adata.obs_names[2:])
+    with pytest.raises(ValueError, match="obs_names has 1 duplicated cell names"):
+        match_controls(adata)
+
+
+# ----------------------------------------------------------------------------- column arguments (issue 8)
+
+
+def test_column_arguments_give_the_same_results_on_renamed_columns():
+    adata = standard()
+    renamed = adata.copy()
+    renamed.obs = adata.obs[["target_gene", "cell_type", "batch"]].set_axis(["guide", "line", "lane"], axis=1)
+    renamed.obs["guide"] = renamed.obs["guide"].astype(str).replace({CONTROL: "NT"})
+    columns = {"pert_col": "guide", "control": "NT", "context_col": "line"}
+    pd.testing.assert_frame_equal(
+        perturbation_effects(adata), perturbation_effects(renamed, **columns), check_names=False
+    )
+    pd.testing.assert_series_equal(
+        match_controls(adata, same_batch=True), match_controls(renamed, same_batch=True, batch_col="lane", **columns)
+    )
+    pairs = [
+        (split_by_perturbation(adata), split_by_perturbation(renamed, **columns)),
+        (split_by_context(adata, "K562", few_shot=0.5), split_by_context(renamed, "K562", few_shot=0.5, **columns)),
+    ]
+    for split, again in pairs:
+        assert again == split
+        assert (assign_split(adata, split).to_numpy() == assign_split(renamed, split, **columns).to_numpy()).all()
+    with pytest.raises(ValueError, match="pert_col='target_gene' is not a column of obs"):
+        perturbation_effects(renamed)

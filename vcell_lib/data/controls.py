@@ -6,22 +6,37 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from vcell_lib.data.loading import BATCH, CELL_TYPE, CONTROL, PERT
+from vcell_lib.data.loading import BATCH, CELL_TYPE, CONTROL, PERT, _require_columns
 
 
-def match_controls(adata: ad.AnnData, *, same_batch: bool = False, seed: int = 0) -> pd.Series:
+def match_controls(
+    adata: ad.AnnData,
+    *,
+    same_batch: bool = False,
+    seed: int = 0,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
+    batch_col: str = BATCH,
+) -> pd.Series:
     """For every perturbed cell, a random control cell of the same cell type (and batch). Taught in chapter 04.
 
     Returns a Series indexed by the perturbed cells' obs_names whose values are the matched control
     cells' obs_names. Controls are drawn with replacement; the same seed gives the same matching.
     """
-    for key in (PERT, CELL_TYPE) + ((BATCH,) if same_batch else ()):
-        if key not in adata.obs.columns:
-            raise ValueError(f"obs has no {key!r} column: load the data with load_perturbation_data first")
+    _require_columns(
+        adata, pert_col=pert_col, context_col=context_col, **({"batch_col": batch_col} if same_batch else {})
+    )
+    if not adata.obs_names.is_unique:
+        dupes = adata.obs_names[adata.obs_names.duplicated()].unique()
+        raise ValueError(
+            f"obs_names has {len(dupes)} duplicated cell names (e.g. {list(dupes[:3])}): a match names cells, "
+            "so names must be unique; call adata.obs_names_make_unique() first"
+        )
     rng = np.random.default_rng(seed)
-    keys = [CELL_TYPE, BATCH] if same_batch else [CELL_TYPE]
+    keys = [context_col, batch_col] if same_batch else [context_col]
     obs = adata.obs[keys].astype(str)
-    is_control = (adata.obs[PERT] == CONTROL).to_numpy()
+    is_control = (adata.obs[pert_col].astype(str) == str(control)).to_numpy()
     matched = pd.Series(index=adata.obs_names[~is_control], dtype=object)
     for group, rows in obs.groupby(keys, sort=True).indices.items():
         perturbed = rows[~is_control[rows]]

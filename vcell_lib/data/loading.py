@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -21,6 +22,16 @@ CELL_TYPE = "cell_type"
 
 def _columns_hint(adata: ad.AnnData) -> str:
     return f"obs columns are {list(adata.obs.columns)}"
+
+
+def _require_columns(adata: ad.AnnData, **columns: str) -> None:
+    """Raise, naming the argument, if an obs column that an argument names is missing."""
+    for argument, column in columns.items():
+        if column not in adata.obs.columns:
+            raise ValueError(
+                f"{argument}={column!r} is not a column of obs; {_columns_hint(adata)}. Pass {argument}=... "
+                "naming your column, or load the data with load_perturbation_data"
+            )
 
 
 def _check_counts(matrix, where: str) -> None:
@@ -49,6 +60,18 @@ def _check_counts(matrix, where: str) -> None:
         )
 
 
+def _standard_column(
+    obs: pd.DataFrame, name: str, values: np.ndarray, argument: str, source: str | None
+) -> pd.Categorical:
+    """`values` (read from column `source`) as the standard column `name`; never replace another column silently."""
+    if source != name and name in obs.columns and not np.array_equal(obs[name].astype(str).to_numpy(), values):
+        raise ValueError(
+            f"obs already has a {name!r} column that {argument} would replace with other values: pass "
+            f"{argument}={name!r} to use it, or rename it first (adata.obs.rename(columns={{{name!r}: ...}}))"
+        )
+    return pd.Categorical(values)
+
+
 def load_perturbation_data(
     source: str | os.PathLike | ad.AnnData,
     *,
@@ -56,19 +79,22 @@ def load_perturbation_data(
     control: str = CONTROL,
     batch_col: str | None = None,
     context_col: str | None = None,
-    cell_type: str = "unknown",
+    cell_type: str | None = None,
     layer: str | None = None,
 ) -> ad.AnnData:
     """Read and validate a perturbation dataset and return it in the book's standard form. Taught in chapter 02.
 
-    `source` is an .h5ad path or an AnnData (which is never modified: the result is a new object).
-    `pert_col` names the perturbation column and `control` its control label; they become
-    `target_gene` and "non-targeting". `batch_col` and `context_col` become `batch` and `cell_type`
-    (a single batch "0" and the cell type `cell_type` when not given). Counts are read from `layer`
-    (default `X`) and must be raw integer counts.
+    `source` is an .h5ad path or an AnnData (never modified: the result is a new object; a backed
+    AnnData is read without loading its other layers). `pert_col` names the perturbation column and
+    `control` its control label; they become `target_gene` and "non-targeting". `batch_col` and
+    `context_col` name the columns that become `batch` and `cell_type`; when not given, existing `batch`
+    and `cell_type` columns are kept, and otherwise every cell gets batch "0" and the cell type
+    `cell_type` ("unknown" if not given). A standard column is never silently replaced: if obs already
+    has one with other values, this raises. Counts are read from `layer` (default `X`) and must be raw
+    integer counts; `uns["log1p"]` is dropped, since the result holds counts.
     """
     if isinstance(source, ad.AnnData):
-        adata = source.copy()
+        adata = source  # read only: the result is built from copies
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -90,13 +116,20 @@ def load_perturbation_data(
             f"{int(missing.sum())} cells have no perturbation label in obs[{pert_col!r}]: "
             "drop them (adata[~mask]) or label them before loading"
         )
-    labels = labels.astype(str)
-    if control not in set(labels):
-        counts = labels.value_counts()
+    labels = labels.astype(str).to_numpy()  # numeric labels too: control=0 matches the label "0"
+    control = str(control)
+    present = set(labels)
+    if control not in present:
+        counts = pd.Series(labels).value_counts()
         shown = ", ".join(f"{k!r} ({v})" for k, v in counts.head(15).items())
         raise ValueError(
             f"control label {control!r} not found in obs[{pert_col!r}]; labels (cells) are: {shown}"
             f"{' ...' if len(counts) > 15 else ''}. Pass control=... with the label of your control cells"
+        )
+    if control != CONTROL and CONTROL in present:
+        raise ValueError(
+            f"obs[{pert_col!r}] holds both {control!r} (the control label you passed) and {CONTROL!r} (the "
+            f"book's control label): both would become controls. Relabel one of them, or drop those cells"
         )
 
     if not adata.var_names.is_unique:
@@ -109,7 +142,7 @@ def load_perturbation_data(
         raise ValueError("obs_names (cell barcodes) are not unique: call adata.obs_names_make_unique() first")
 
     if layer is None:
-        counts = adata.X
+        counts = adata.X[:] if adata.isbacked else adata.X  # backed: read X alone from disk
     elif layer in adata.layers:
         counts = adata.layers[layer]
     else:
@@ -117,12 +150,27 @@ def load_perturbation_data(
     _check_counts(counts, "X" if layer is None else f"layers[{layer!r}]")
 
     obs = adata.obs.copy()
-    obs[PERT] = pd.Categorical(np.where(labels == control, CONTROL, labels))
-    obs[BATCH] = pd.Categorical(obs[batch_col].astype(str) if batch_col else np.full(adata.n_obs, "0"))
-    obs[CELL_TYPE] = pd.Categorical(obs[context_col].astype(str) if context_col else np.full(adata.n_obs, cell_type))
+    n = adata.n_obs
+    if batch_col is None and BATCH in obs.columns:
+        batch_col = BATCH
+    if context_col is None and CELL_TYPE in obs.columns:
+        if cell_type is not None:
+            raise ValueError(
+                f"cell_type={cell_type!r} would replace the existing obs[{CELL_TYPE!r}] column: pass "
+                f"context_col={CELL_TYPE!r} to keep it, or rename it first"
+            )
+        context_col = CELL_TYPE
+    obs[PERT] = _standard_column(obs, PERT, np.where(labels == control, CONTROL, labels), "pert_col", pert_col)
+    batches = obs[batch_col].astype(str).to_numpy() if batch_col else np.full(n, "0")
+    obs[BATCH] = _standard_column(obs, BATCH, batches, "batch_col", batch_col)
+    types = obs[context_col].astype(str).to_numpy() if context_col else np.full(n, cell_type or "unknown")
+    obs[CELL_TYPE] = _standard_column(obs, CELL_TYPE, types, "context_col", context_col)
+
     X = sp.csr_matrix(counts, dtype=np.float32)
     X.sort_indices()
-    result = ad.AnnData(X=X, obs=obs, var=adata.var.copy(), uns=dict(adata.uns), obsm=dict(adata.obsm))
+    uns = {key: copy.deepcopy(value) for key, value in adata.uns.items() if key != "log1p"}
+    obsm = {key: value.copy() for key, value in adata.obsm.items()}
+    result = ad.AnnData(X=X, obs=obs, var=adata.var.copy(), uns=uns, obsm=obsm)
     result.uns["perturbation_data"] = {
         "pert_col": pert_col,
         "control": control,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from vcell_lib.data.loading import CELL_TYPE, CONTROL, PERT, _columns_hint
+from vcell_lib.data.loading import CELL_TYPE, CONTROL, PERT, _columns_hint, _require_columns
 
 
 def pseudobulk(adata: ad.AnnData, by: str | Sequence[str] = PERT, *, layer: str | None = None) -> ad.AnnData:
@@ -42,21 +42,27 @@ def pseudobulk(adata: ad.AnnData, by: str | Sequence[str] = PERT, *, layer: str 
     return ad.AnnData(X=means, obs=obs, var=adata.var[[]].copy())
 
 
-def perturbation_effects(adata: ad.AnnData, *, layer: str | None = None) -> pd.DataFrame:
+def perturbation_effects(
+    adata: ad.AnnData,
+    *,
+    layer: str | None = None,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
+) -> pd.DataFrame:
     """Effect vectors: each (cell type, perturbation) pseudobulk minus its cell type's control. Ch. 03, 04.
 
-    Returns a DataFrame indexed by (cell_type, target_gene), one column per gene, without control rows.
+    Returns a DataFrame indexed by (context_col, pert_col), one column per gene, without control rows.
     Use it on log1p-normalized data (normalize_log1p) to get the challenge's delta = bulk_p - bulk_control.
     """
-    for key in (PERT, CELL_TYPE):
-        if key not in adata.obs.columns:
-            raise ValueError(f"obs has no {key!r} column: load the data with load_perturbation_data first")
-    bulk = pseudobulk(adata, by=[CELL_TYPE, PERT], layer=layer)
-    table = pd.DataFrame(bulk.X, index=pd.MultiIndex.from_frame(bulk.obs[[CELL_TYPE, PERT]]), columns=adata.var_names)
-    is_control = table.index.get_level_values(PERT) == CONTROL
-    controls = table[is_control].droplevel(PERT)
+    _require_columns(adata, pert_col=pert_col, context_col=context_col)
+    bulk = pseudobulk(adata, by=[context_col, pert_col], layer=layer)
+    index = pd.MultiIndex.from_frame(bulk.obs[[context_col, pert_col]])
+    table = pd.DataFrame(bulk.X, index=index, columns=adata.var_names)
+    is_control = table.index.get_level_values(pert_col) == str(control)
+    controls = table[is_control].droplevel(pert_col)
     perturbed = table[~is_control]
-    contexts = perturbed.index.get_level_values(CELL_TYPE)
+    contexts = perturbed.index.get_level_values(context_col)
     missing = sorted(set(contexts) - set(controls.index))
     if missing:
         raise ValueError(f"no control cells in cell type(s) {missing}: an effect needs controls of the same type")

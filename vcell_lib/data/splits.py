@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from vcell_lib.data.loading import CELL_TYPE, CONTROL, PERT, _columns_hint
+from vcell_lib.data.loading import CELL_TYPE, CONTROL, PERT, _require_columns
 
 
 def half_split(adata: ad.AnnData, seed: int = 0, *, pert_col: str = PERT) -> tuple[ad.AnnData, ad.AnnData]:
@@ -18,8 +18,7 @@ def half_split(adata: ad.AnnData, seed: int = 0, *, pert_col: str = PERT) -> tup
     fewer than 2 cells are dropped. One half can play "real" and the other "prediction": how well
     they agree is what the noise in the data allows. Taught in chapters 05 and 08.
     """
-    if pert_col not in adata.obs.columns:
-        raise ValueError(f"obs has no {pert_col!r} column; {_columns_hint(adata)}")
+    _require_columns(adata, pert_col=pert_col)
     generator = np.random.default_rng(seed)
     first, second = [], []
     for _, cells in adata.obs.groupby(pert_col, observed=True).indices.items():
@@ -42,12 +41,11 @@ class Split:
     test: frozenset[tuple[str, str]]
 
 
-def _pairs(adata: ad.AnnData) -> list[tuple[str, str]]:
-    for key in (PERT, CELL_TYPE):
-        if key not in adata.obs.columns:
-            raise ValueError(f"obs has no {key!r} column: load the data with load_perturbation_data first")
-    pairs = adata.obs[[CELL_TYPE, PERT]].astype(str).drop_duplicates()
-    pairs = pairs[pairs[PERT] != CONTROL]
+def _pairs(adata: ad.AnnData, pert_col: str, control: str, context_col: str) -> list[tuple[str, str]]:
+    """The (context, perturbation) pairs of the data, controls excluded, sorted."""
+    _require_columns(adata, pert_col=pert_col, context_col=context_col)
+    pairs = adata.obs[[context_col, pert_col]].astype(str).drop_duplicates()
+    pairs = pairs[pairs[pert_col] != str(control)]
     return sorted(map(tuple, pairs.to_numpy()))
 
 
@@ -56,13 +54,22 @@ def _check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
 
 
-def split_by_perturbation(adata: ad.AnnData, *, val: float = 0.15, test: float = 0.15, seed: int = 0) -> Split:
+def split_by_perturbation(
+    adata: ad.AnnData,
+    *,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
+) -> Split:
     """Hold out whole perturbations (in every cell type): unseen-perturbation generalization. Taught in chapter 04."""
     _check_fraction("val", val)
     _check_fraction("test", test)
     if val + test >= 1:
         raise ValueError(f"val + test must be < 1 to leave training perturbations, got {val + test}")
-    pairs = _pairs(adata)
+    pairs = _pairs(adata, pert_col, control, context_col)
     perts = np.array(sorted({p for _, p in pairs}))
     if len(perts) < 3:
         raise ValueError(f"need at least 3 perturbations to split, found {len(perts)}")
@@ -78,7 +85,15 @@ def split_by_perturbation(adata: ad.AnnData, *, val: float = 0.15, test: float =
 
 
 def split_by_context(
-    adata: ad.AnnData, held_out: str, *, few_shot: float = 0.0, val: float = 0.0, seed: int = 0
+    adata: ad.AnnData,
+    held_out: str,
+    *,
+    few_shot: float = 0.0,
+    val: float = 0.0,
+    seed: int = 0,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
 ) -> Split:
     """Hold out one cell type; optionally train on a `few_shot` fraction of its perturbations. Taught in chapter 04.
 
@@ -90,7 +105,7 @@ def split_by_context(
     _check_fraction("val", val)
     if few_shot + val >= 1:
         raise ValueError(f"few_shot + val must be < 1 to leave test perturbations, got {few_shot + val}")
-    pairs = _pairs(adata)
+    pairs = _pairs(adata, pert_col, control, context_col)
     contexts = sorted({c for c, _ in pairs})
     if held_out not in contexts:
         raise ValueError(f"held_out={held_out!r} is not a cell type with perturbations; cell types: {contexts}")
@@ -108,16 +123,30 @@ def split_by_context(
     )
 
 
-def assign_split(adata: ad.AnnData, split: Split) -> pd.Series:
+def assign_split(
+    adata: ad.AnnData,
+    split: Split,
+    *,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
+) -> pd.Series:
     """Label each cell "train", "val", "test" or "control" (controls serve every split). Taught in chapter 04."""
-    check_split(adata, split)
-    keys = list(zip(adata.obs[CELL_TYPE].astype(str), adata.obs[PERT].astype(str)))
+    check_split(adata, split, pert_col=pert_col, control=control, context_col=context_col)
+    keys = list(zip(adata.obs[context_col].astype(str), adata.obs[pert_col].astype(str)))
     lookup = {x: "train" for x in split.train} | {x: "val" for x in split.val} | {x: "test" for x in split.test}
-    labels = [("control" if p == CONTROL else lookup.get((c, p), "unused")) for c, p in keys]
+    labels = [("control" if p == str(control) else lookup.get((c, p), "unused")) for c, p in keys]
     return pd.Series(pd.Categorical(labels), index=adata.obs_names, name="split")
 
 
-def check_split(adata: ad.AnnData, split: Split) -> None:
+def check_split(
+    adata: ad.AnnData,
+    split: Split,
+    *,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
+) -> None:
     """Raise if a (cell type, perturbation) pair is in two parts of the split, or unknown. Taught in chapter 04."""
     parts = {"train": split.train, "val": split.val, "test": split.test}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
@@ -129,7 +158,7 @@ def check_split(adata: ad.AnnData, split: Split) -> None:
             )
     if not split.test:
         raise ValueError("the split has no test pairs")
-    known = set(_pairs(adata))
+    known = set(_pairs(adata, pert_col, control, context_col))
     unknown = (split.train | split.val | split.test) - known
     if unknown:
         raise ValueError(f"{len(unknown)} split pairs are not in the data, e.g. {sorted(unknown)[:3]}")
