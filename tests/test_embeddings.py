@@ -149,11 +149,14 @@ def test_gene_embeddings_average_isoforms_and_cache(random_esm2, tmp_path):
     isoforms = embed_sequences(random_esm2, records["A"])
     np.testing.assert_allclose(table[0], isoforms.mean(axis=0), atol=1e-5)
     assert genes == ["A", "B"] and table.shape == (2, 32)
-    cache_file = tmp_path / "tiny_test_esm2_untrained_layer2_window1022.npz"
+    cache_file = tmp_path / f"tiny_test_esm2_{random_esm2.weights_id()}_layer2_window1022.npz"
     assert cache_file.exists() and len(np.load(cache_file).files) == 3
 
-    class Exploding:  # a cache hit must not run the model (reading its size is fine)
+    class Exploding:  # a cache hit must not run the model (reading its size and weights is fine)
         num_layers, embed_dim = 2, 32
+
+        def state_dict(self):
+            return random_esm2.model.state_dict()
 
         def __call__(self, *args, **kwargs):
             raise AssertionError("the model ran although every sequence was cached")
@@ -173,6 +176,25 @@ def test_gene_embeddings_average_isoforms_and_cache(random_esm2, tmp_path):
         layer1, np.stack([embed_sequences(random_esm2, records[g], layer=1).mean(0) for g in "AB"]), atol=1e-5
     )
     assert not np.allclose(layer1, table)
+
+
+def test_cache_key_holds_every_argument_that_changes_the_vectors(random_esm2, tmp_path):
+    records = {"A": ["MKTAYIAKQR"], "B": ["MSTNPKPQRK"]}
+    _, layer0 = gene_embeddings(records, random_esm2, cache_dir=tmp_path, progress=False, layer=0)
+    _, last = gene_embeddings(records, random_esm2, cache_dir=tmp_path, progress=False)  # the last layer
+    np.testing.assert_allclose(last, embed_sequences(random_esm2, ["MKTAYIAKQR", "MSTNPKPQRK"]), atol=1e-5)
+    assert not np.allclose(layer0, last)
+    # Other random weights under the same name are another cache.
+    torch.manual_seed(1)
+    other = ESM2(
+        esm.model.esm2.ESM2(num_layers=2, embed_dim=32, attention_heads=4, alphabet=random_esm2.alphabet).eval(),
+        random_esm2.alphabet,
+        random_esm2.name,
+        pretrained=False,
+    )
+    assert other.weights_id() != random_esm2.weights_id()
+    _, theirs = gene_embeddings(records, other, cache_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(theirs, embed_sequences(other, ["MKTAYIAKQR", "MSTNPKPQRK"]), atol=1e-5)
 
 
 def test_gene_embeddings_errors(random_esm2):

@@ -171,6 +171,16 @@ class ESM2:
     def layers(self) -> int:
         return int(self.model.num_layers)
 
+    def weights_id(self) -> str:
+        """"pretrained" for released weights (the name identifies them); for others, a digest of the weights."""
+        if self.pretrained:
+            return "pretrained"
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        return f"random-{digest.hexdigest()[:12]}"
+
 
 def load_esm2(name: str = "esm2_t6_8M_UR50D", *, fallback: bool = True, seed: int = 0) -> ESM2:
     """Load a pretrained ESM-2 by name; offline, fall back LOUDLY to a small random ESM-2. Taught in ch. 09.
@@ -281,8 +291,9 @@ def gene_embeddings(
     """Gene vectors: each isoform mean-pooled by ESM-2, then the isoforms averaged. Taught in chapter 09.
 
     `fasta` is a path or {gene: [isoform sequences]}. Returns (genes, array of shape (n_genes, width)).
-    With `cache_dir`, isoform vectors are stored under the model's name, the layer and the window size,
-    keyed by each sequence's sha256, so a second call only runs the model on sequences it has not seen.
+    With `cache_dir`, isoform vectors are stored in one file per model, weights, layer and window size
+    (everything that changes a vector), keyed by each sequence's sha256, so a second call only runs the
+    model on sequences it has not seen. `embed_kwargs` go to `embed_sequences`.
     """
     records = read_fasta(fasta) if isinstance(fasta, (str, os.PathLike)) else {g: list(s) for g, s in fasta.items()}
     names = list(records) if genes is None else list(dict.fromkeys(genes))
@@ -299,10 +310,11 @@ def gene_embeddings(
     cache: dict[str, np.ndarray] = {}
     cache_file = None
     if cache_dir is not None:
-        layer = embed_kwargs.get("layer") or esm2.layers
+        # Resolved as embed_sequences resolves them: layer=0 is the embedding layer, not "the default".
+        layer = embed_kwargs.get("layer")
+        layer = esm2.layers if layer is None else layer
         window = embed_kwargs.get("window", MAX_RESIDUES)
-        weights = "pretrained" if esm2.pretrained else "untrained"
-        cache_file = Path(cache_dir) / f"{esm2.name}_{weights}_layer{layer}_window{window}.npz"
+        cache_file = Path(cache_dir) / f"{esm2.name}_{esm2.weights_id()}_layer{layer}_window{window}.npz"
         if cache_file.exists():
             with np.load(cache_file) as stored:
                 cache = {key: stored[key] for key in stored.files}
