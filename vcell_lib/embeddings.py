@@ -172,7 +172,7 @@ class ESM2:
         return int(self.model.num_layers)
 
     def weights_id(self) -> str:
-        """"pretrained" for released weights (the name identifies them); for others, a digest of the weights."""
+        """ "pretrained" for released weights (the name identifies them); for others, a digest of the weights."""
         if self.pretrained:
             return "pretrained"
         digest = hashlib.sha256()

@@ -48,6 +48,12 @@ def _check_pair(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str)
             raise ValueError(f"{side} must be an AnnData, got {type(adata).__name__}")
         if pert_col not in adata.obs.columns:
             raise ValueError(f"{side}.obs has no column {pert_col!r}; its columns are {list(adata.obs.columns)}")
+        if not adata.var_names.is_unique:
+            dupes = adata.var_names[adata.var_names.duplicated()].unique()
+            raise ValueError(
+                f"{side}.var_names has {len(dupes)} duplicated genes (e.g. {list(dupes[:3])}): every metric is "
+                f"per gene, so names must be unique; drop or sum the duplicates ({side}.var_names_make_unique())"
+            )
         labels = adata.obs[pert_col].astype(str)
         if control not in set(labels):
             raise ValueError(

@@ -24,6 +24,16 @@ def _columns_hint(adata: ad.AnnData) -> str:
     return f"obs columns are {list(adata.obs.columns)}"
 
 
+def _require_in_memory(adata: ad.AnnData, name: str = "adata") -> None:
+    """Raise for a backed AnnData (X left on disk): say how to load it, rather than fail deep inside."""
+    if adata.isbacked:
+        raise ValueError(
+            f"{name} is backed (X stays in {adata.filename}): this function needs X in memory. Pass "
+            f"{name}.to_memory(), or a subset first ({name}[cells].to_memory()); load_perturbation_data reads "
+            "a backed file's counts alone"
+        )
+
+
 def _require_columns(adata: ad.AnnData, **columns: str) -> None:
     """Raise, naming the argument, if an obs column that an argument names is missing."""
     for argument, column in columns.items():

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from vcell_lib.data.loading import CELL_TYPE, CONTROL, PERT, _columns_hint, _require_columns
+from vcell_lib.data.loading import CELL_TYPE, CONTROL, PERT, _columns_hint, _require_columns, _require_in_memory
 
 
 def pseudobulk(adata: ad.AnnData, by: str | Sequence[str] = PERT, *, layer: str | None = None) -> ad.AnnData:
@@ -27,6 +27,7 @@ def pseudobulk(adata: ad.AnnData, by: str | Sequence[str] = PERT, *, layer: str 
             raise ValueError(f"by: {key!r} is not a column of obs; {_columns_hint(adata)}")
     if adata.n_obs == 0:
         raise ValueError("adata has no cells")
+    _require_in_memory(adata)
     matrix = adata.X if layer is None else adata.layers[layer]
     codes, groups = pd.MultiIndex.from_frame(adata.obs[keys].astype(str)).factorize(sort=True)
     names = pd.Index(["|".join(group) for group in groups])  # "context_A|STAT1" for two keys
