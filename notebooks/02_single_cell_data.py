@@ -244,6 +244,22 @@ print(fixed.uns["perturbation_data"])
 assert (fixed.obs[PERT] == CONTROL).sum() == control.sum()
 
 # %% [markdown]
+# The loader never overwrites what you already have: existing `batch` and `cell_type` columns are kept, and a clash between an existing column and the one it would write is an error, not a silent replacement.
+# One clash is easy to miss: a file whose controls are labelled partly `NTC` and partly `non-targeting`.
+# With `control="NTC"` both kinds of cells would quietly end up in one control group, so the loader asks you to decide:
+
+# %%
+mixed = foreign.copy()
+mixed.obs["gene"] = mixed.obs["gene"].astype(str)
+mixed.obs.loc[mixed.obs_names[:5], "gene"] = CONTROL  # five cells carry the book's label
+try:
+    load_perturbation_data(mixed, pert_col="gene", control="NTC")
+except ValueError as error:
+    print("ValueError:", error)
+    caught = error
+assert "holds both 'NTC'" in str(caught)
+
+# %% [markdown]
 # ## The count matrix is sparse
 #
 # Most entries of a single-cell count matrix are zero: a cell's few captured molecules are spread over thousands of genes.
