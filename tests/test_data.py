@@ -27,6 +27,7 @@ from vcell_lib.data import (
     match_controls,
     normalize_log1p,
     perturbation_effects,
+    profile_table,
     pseudobulk,
     split_by_context,
     split_by_perturbation,
@@ -226,6 +227,21 @@ def test_pseudobulk_equals_groupby_mean_and_scanpy():
         pseudobulk(std, by="donor")
     with pytest.raises(ValueError, match="by is empty"):
         pseudobulk(std, by=[])
+
+
+def test_profile_table_is_pseudobulk_as_a_table():
+    std = normalize_log1p(standard())
+    bulk = pseudobulk(std)
+    table = profile_table(std)
+    assert list(table.index) == list(bulk.obs["target_gene"]) and table.index.name == "target_gene"
+    assert table.columns.equals(std.var_names)
+    np.testing.assert_array_equal(table.to_numpy(), bulk.X)
+    two = profile_table(std, by=["cell_type", "target_gene"], layer="counts")
+    assert two.index.names == ["cell_type", "target_gene"]
+    rows = ((std.obs["cell_type"] == "RPE1") & (std.obs["target_gene"] == CONTROL)).to_numpy()
+    np.testing.assert_allclose(two.loc[("RPE1", CONTROL)], std.layers["counts"][rows].toarray().mean(0), rtol=1e-6)
+    with pytest.raises(ValueError, match="'donor' is not a column"):
+        profile_table(std, by="donor")
 
 
 def test_perturbation_effects_subtract_the_same_cell_types_controls():
