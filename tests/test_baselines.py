@@ -13,6 +13,8 @@ from vcell_lib.baselines import (
     control_mean_baseline,
     linear_baseline,
     perturbation_mean_baseline,
+    prediction_from_profiles,
+    with_controls,
 )
 from vcell_lib.data import pseudobulk
 
@@ -118,3 +120,27 @@ def test_baseline_input_errors():
         linear_baseline(train, {"P0": 2}, n_components=0)
     with pytest.raises(ValueError, match="ridge"):
         linear_baseline(train, {"P0": 2}, ridge=-1)
+
+
+def test_prediction_from_profiles_and_with_controls():
+    train = small_train()
+    profiles = pd.DataFrame(
+        [[-0.5] + [1.0] * 11, [2.0] * 12, [9.0] * 12], index=["P0", "P1", CONTROL], columns=train.var_names
+    )
+    pred = prediction_from_profiles(profiles, {"P1": 2, "P0": 3}, train)
+    labels = list(pred.obs["target_gene"])
+    assert labels == ["P1"] * 2 + ["P0"] * 3 + [CONTROL] * 20  # the order of counts, then the control cells
+    np.testing.assert_array_equal(pred.X[2], [0.0] + [1.0] * 11)  # log1p cannot be negative: clipped at 0
+    np.testing.assert_array_equal(pred.X[5:], train[train.obs["target_gene"] == CONTROL].X)  # real controls
+    same_number = prediction_from_profiles(profiles, 4, train)  # 4 cells for every row but the control
+    assert same_number.obs["target_gene"].value_counts().to_dict() == {"P0": 4, "P1": 4, CONTROL: 20}
+    with pytest.raises(ValueError, match=r"no row for perturbations \['P7'\]"):
+        prediction_from_profiles(profiles, {"P7": 2}, train)
+
+    cells = with_controls(train, pred)  # train's perturbed cells, pred's control cells
+    assert (cells.obs["target_gene"] != CONTROL).sum() == 80 and (cells.obs["target_gene"] == CONTROL).sum() == 20
+    np.testing.assert_array_equal(cells.X[:80], train[train.obs["target_gene"] != CONTROL].X)
+    with pytest.raises(ValueError, match="same genes"):
+        with_controls(train, train[:, ::-1].copy())
+    with pytest.raises(ValueError, match="controls has no control cells"):
+        with_controls(train, train[train.obs["target_gene"] != CONTROL].copy())
