@@ -6,8 +6,9 @@ AnnData: those cells, labelled in `target_gene`, followed by real control cells 
 each side with its own controls). `prediction_from_profiles` and `with_controls` lay out predictions of
 your own in the same shape (chapters 05, 07 and 08).
 
-The baselines group training cells by perturbation label only: pass exactly the cells (cell types)
-you want pooled, and the target cell type's control cells as `controls`.
+The cell mean and the control mean pool the training cells they are given: pass the target cell type's
+cells. The perturbation mean and the linear model measure each effect within its own cell type
+(`context_col`) and add it to the control profile of `controls`, the target cell type's cells.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from vcell_lib.data import CONTROL, PERT, ensure_log1p, profile_table
+from vcell_lib.data import CELL_TYPE, CONTROL, PERT, ensure_log1p, profile_table
 
 __all__ = [
     "cell_mean_baseline",
@@ -162,9 +163,34 @@ class _Training:
             target_control = _label_profiles(controls, "controls", pert_col, control).loc[control]
         return cls(train, profiles, counts, controls, target_control.to_numpy(), pert_col, control)
 
-    def effects(self) -> pd.DataFrame:
-        """Each training perturbation's effect: its profile minus the control profile of train."""
-        return self.profiles.drop(index=self.control) - self.profiles.loc[self.control].to_numpy()
+    def effects(self, context_col: str | None) -> pd.DataFrame:
+        """Each training perturbation's effect, measured within each context, averaged over contexts.
+
+        Within a context (cell type), an effect is the perturbation's profile minus that context's control
+        profile; a perturbation seen in several contexts gets the mean of its effects there, each context
+        counted once. `context_col=None`, or a column that train lacks, makes all cells one context.
+        """
+        pert_col, control = self.pert_col, self.control
+        if context_col is None or context_col not in self.train.obs.columns:
+            return self.profiles.drop(index=control) - self.profiles.loc[control].to_numpy()
+        table = profile_table(self.train, by=[context_col, pert_col])
+        is_control = table.index.get_level_values(pert_col) == control
+        control_profiles = table[is_control].droplevel(pert_col)
+        perturbed = table[~is_control]
+        contexts = perturbed.index.get_level_values(context_col)
+        missing = sorted(set(contexts) - set(control_profiles.index))
+        if missing:
+            raise ValueError(
+                f"train has no control cells in {context_col} {missing}: an effect is measured against controls "
+                "of the same cell type"
+            )
+        if control_profiles.shape[0] > 1 and self.controls is self.train:
+            raise ValueError(
+                f"train holds several cell types ({context_col}: {list(control_profiles.index)}): pass the target "
+                "cell type's cells as controls=..., whose control profile the effects are added to"
+            )
+        effects = perturbed - control_profiles.loc[contexts].to_numpy()
+        return effects.groupby(level=pert_col).mean()
 
     def prediction(self, rows: np.ndarray) -> ad.AnnData:
         """The prediction whose profile for the i-th perturbation of `counts` is rows[i]."""
@@ -215,15 +241,19 @@ def perturbation_mean_baseline(
     controls: ad.AnnData | None = None,
     pert_col: str = PERT,
     control: str = CONTROL,
+    context_col: str | None = CELL_TYPE,
 ) -> ad.AnnData:
     """Each perturbation's mean effect where training has it (e.g. in another cell type), else the mean effect.
 
-    Effects (perturbation profile minus control profile) are added to the control profile of
-    `controls`, so a perturbation seen in another cell type transfers its effect to the new one.
-    Taught in chapter 08.
+    An effect is measured within a cell type (`context_col`): the perturbation's profile minus the
+    control profile of the same cell type, averaged over the cell types where it was seen. It is added
+    to the control profile of `controls`, the target cell type's cells, so a perturbation seen in other
+    cell types transfers its effect to the new one. A perturbation never seen gets the mean effect of
+    the training perturbations. `context_col=None`, or a column that `train` lacks, makes all training
+    cells one cell type. Taught in chapter 08.
     """
     t = _Training.check(train, counts, controls, pert_col, control)
-    effects = t.effects()
+    effects = t.effects(context_col)
     mean_effect = effects.mean(axis=0)
     rows = [effects.loc[p] if p in effects.index else mean_effect for p in t.counts.index]
     return t.prediction(np.vstack(rows) + t.target_control)
@@ -238,20 +268,23 @@ def linear_baseline(
     controls: ad.AnnData | None = None,
     pert_col: str = PERT,
     control: str = CONTROL,
+    context_col: str | None = CELL_TYPE,
 ) -> ad.AnnData:
     """A linear model of effects (Ahlmann-Eltze et al. 2025): delta_q = b + G W G[q], G from a PCA of training effects.
 
     G (genes x n_components) are the top principal components of the training effect matrix, so
     each gene has an embedding; W is fit by ridge regression so that training effects Y satisfy
     Y - b ~ G W P^T, with P the embeddings of the silenced genes. A new perturbation q whose gene is
-    measured gets b + G W G[q]; one whose gene is not measured gets the mean effect b. Taught in ch. 08.
+    measured gets b + G W G[q]; one whose gene is not measured gets the mean effect b. Effects are
+    measured within each cell type and added to the control profile of `controls`, as in
+    `perturbation_mean_baseline`. Taught in ch. 08.
     """
     if int(n_components) != n_components or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
     if not np.isfinite(ridge) or ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge!r}")
     t = _Training.check(train, counts, controls, pert_col, control)
-    effects = t.effects()
+    effects = t.effects(context_col)
     genes = t.profiles.columns
     measured = [p for p in effects.index if p in genes]
     if len(measured) < 2:
