@@ -29,6 +29,7 @@ from vcell_lib.data import (
     perturbation_effects,
     profile_table,
     pseudobulk,
+    select_perturbations,
     split_by_context,
     split_by_perturbation,
 )
@@ -277,6 +278,19 @@ def test_half_split_is_disjoint_balanced_and_reproducible():
 
 
 # ----------------------------------------------------------------------------- control matching
+
+
+def test_select_perturbations_keeps_them_and_the_controls():
+    std = standard(n_cells=80, seed=9)
+    chosen = select_perturbations(std, ["GENE2"])
+    labels = std.obs["target_gene"].astype(str)
+    assert list(chosen.obs_names) == list(std.obs_names[labels.isin(["GENE2", CONTROL]).to_numpy()])
+    assert set(chosen.obs["target_gene"].cat.categories) == {"GENE2", CONTROL}  # no unused categories
+    assert std.obs["target_gene"].nunique() == 4  # the input is untouched
+    with pytest.raises(ValueError, match=r"perts \['GENE9'\] have no cells"):
+        select_perturbations(std, ["GENE2", "GENE9"])
+    with pytest.raises(ValueError, match="pert_col='guide'"):
+        select_perturbations(std, ["GENE2"], pert_col="guide")
 
 
 def test_match_controls_respects_context_and_batch():
