@@ -52,14 +52,19 @@ import numpy as np
 import pandas as pd
 from matplotlib import ticker
 
-from vcell_lib.baselines import cell_mean_baseline, control_mean_baseline
+from vcell_lib.baselines import (
+    cell_mean_baseline,
+    control_mean_baseline,
+    prediction_from_profiles,
+)
 from vcell_lib.data import (
     CONTROL,
     PERT,
     half_split,
     load_papalexi2021,
     normalize_log1p,
-    pseudobulk,
+    profile_table,
+    select_perturbations,
 )
 from vcell_lib.env import by_mode, set_seed, versions
 from vcell_lib.metrics import evaluate, mae
@@ -99,17 +104,9 @@ versions()
 # Half A of the test perturbations is the real data the evaluator holds.
 # Half B is a second, independent sample of the same experiment: the cells a perfect model of the experiment could have produced.
 # `half_split` from the library draws the halves: it shuffles the cells of each label and gives each half $\lfloor n/2 \rfloor$ of them (an odd cell out is left out), exactly as cell-eval draws its data ceiling (chapter 8).
-
+# `select_perturbations` keeps the cells of the given perturbations and the control cells.
 
 # %%
-def select(adata: ad.AnnData, perts) -> ad.AnnData:
-    """The cells of the given perturbations plus the control cells."""
-    keep = adata.obs[PERT].astype(str).isin(list(perts) + [CONTROL]).to_numpy()
-    subset = adata[keep].copy()
-    subset.obs[PERT] = subset.obs[PERT].astype(str).astype("category")
-    return subset
-
-
 sim = simulate_perturbseq(
     seed=0,
     n_contexts=1,
@@ -126,9 +123,10 @@ test_perts = sorted(
     str(p) for p in rng.choice(perturbations, N_PERTS // 2, replace=False)
 )
 train_perts = sorted(set(perturbations) - set(test_perts))
-real = select(half_a, test_perts)  # what the evaluator holds
-resample = select(half_b, test_perts)  # an independent sample of the same experiment
-train = select(half_b, train_perts)  # what a model could learn from
+real = select_perturbations(half_a, test_perts)  # what the evaluator holds
+# an independent sample of the same experiment
+resample = select_perturbations(half_b, test_perts)
+train = select_perturbations(half_b, train_perts)  # what a model could learn from
 print(f"real: {real.n_obs} cells, {len(test_perts)} test perturbations + controls")
 print(
     f"train: {train.n_obs} cells, {len(train_perts)} training perturbations + controls"
@@ -194,19 +192,11 @@ print(f"MAE of 'nothing happens': {per_pert.mean():.4f}")
 # `mae` takes two pseudobulk tables (perturbations x genes) and returns one value per row.
 # `evaluate` takes the two AnnData objects, checks them as the evaluator does, and returns every metric of the next chapters for every perturbation; its `mae` column is this chapter's metric.
 # The library reproduces `cell-eval` 0.8.2 to within float32 rounding (for float32 data, cell-eval accumulates each pseudobulk in float64, rounds it to float32, and computes MAE in float32), and the book's tests check it.
-
+# `profile_table` from `vcell_lib.data` makes the tables: chapter 4's pseudobulk as a DataFrame, one row per label (control included), one column per gene.
 
 # %%
-def bulk_table(adata: ad.AnnData) -> pd.DataFrame:
-    """Pseudobulk as a table: one row per label (control included), one column per gene."""
-    bulk = pseudobulk(adata, by=PERT)
-    return pd.DataFrame(
-        bulk.X, index=bulk.obs[PERT].to_numpy(), columns=adata.var_names
-    )
-
-
-real_bulk = bulk_table(real)
-from_tables = mae(bulk_table(nothing).loc[test_perts], real_bulk)
+real_bulk = profile_table(real)
+from_tables = mae(profile_table(nothing).loc[test_perts], real_bulk)
 table = evaluate(nothing, real)
 print(table[["mae", "mse", "mae_delta"]].head(3).round(4))
 assert np.allclose(from_tables, per_pert.loc[test_perts], atol=1e-6)
@@ -257,19 +247,10 @@ assert affected.mean() < 0.1
 # - **nothing happens**: the control mean of the training cells, as above;
 # - **cell mean**: the challenge's baseline, the mean over the training perturbations (and the controls) of their mean profiles;
 # - **shuffled labels**: half B again, but each perturbation gets the cells of another one, so every effect is real and attributed to the wrong perturbation.
-
+#
+# `prediction_from_profiles` from `vcell_lib.baselines` lays out a prediction from one profile per perturbation: `counts[p]` identical cells for each perturbation $p$, followed by the control cells of an AnnData we pass, as the baselines do (negative values become 0: log1p values cannot be negative).
 
 # %%
-def as_prediction(profiles: pd.DataFrame, counts: pd.Series) -> ad.AnnData:
-    """A prediction AnnData: counts[label] copies of each label's profile (control included)."""
-    labels = np.repeat(counts.index.to_numpy(dtype=str), counts.to_numpy())
-    X = profiles.clip(lower=0).loc[labels].to_numpy(dtype=np.float32)  # log1p >= 0
-    obs = pd.DataFrame(
-        {PERT: pd.Categorical(labels)}, index=[f"cell_{i}" for i in range(len(labels))]
-    )
-    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=profiles.columns))
-
-
 ORACLE_CELLS = by_mode(full=1000, fast=400)
 big = simulate_perturbseq(
     seed=0,
@@ -282,8 +263,7 @@ big = simulate_perturbseq(
 assert np.array_equal(big.uns["truth"]["effect"], sim.uns["truth"]["effect"])
 # Normalized to the same total as the real cells, so that levels compare (exercise 2).
 big_norm = normalize_log1p(big, target_sum=TARGET_SUM)
-oracle_bulk = bulk_table(select(big_norm, test_perts))
-all_counts = real.obs[PERT].value_counts()  # control included
+oracle_bulk = profile_table(select_perturbations(big_norm, test_perts))
 
 # Each test perturbation receives the cells of the next one in the list.
 shift = dict(zip(test_perts, np.roll(test_perts, 1)))
@@ -294,7 +274,7 @@ shuffled.obs[PERT] = (
 
 predictions = {
     "real cells": real,
-    "true mean": as_prediction(oracle_bulk, all_counts),
+    "true mean": prediction_from_profiles(oracle_bulk, cell_counts, big_norm),
     "independent sample": resample,
     "nothing happens": nothing,
     "cell mean": cell_mean_baseline(train, cell_counts),
@@ -328,7 +308,9 @@ G = real.n_vars
 parts = {}
 for name, pred in predictions.items():
     error = (
-        (bulk_table(pred).loc[test_perts] - real_bulk.loc[test_perts]).abs().to_numpy()
+        (profile_table(pred).loc[test_perts] - real_bulk.loc[test_perts])
+        .abs()
+        .to_numpy()
     )
     parts[name] = {
         "unaffected genes": (error * ~affected).sum(1).mean() / G,
@@ -404,13 +386,19 @@ def scaled_profiles(bulk: pd.DataFrame, s: float) -> pd.DataFrame:
 
 
 sources = {
-    f"effects from {N_CELLS} cells (half B)": bulk_table(resample),
+    f"effects from {N_CELLS} cells (half B)": profile_table(resample),
     f"effects from {ORACLE_CELLS} cells": oracle_bulk,
 }
 scaled = pd.DataFrame(
     {
         name: [
-            mae_numpy(as_prediction(scaled_profiles(bulk, s), all_counts), real).mean()
+            # MAE ignores the control cells: half B's close the prediction
+            mae_numpy(
+                prediction_from_profiles(
+                    scaled_profiles(bulk, s), cell_counts, resample
+                ),
+                real,
+            ).mean()
             for s in FACTORS
         ]
         for name, bulk in sources.items()
@@ -510,7 +498,7 @@ for n in sweep_sizes:
         n_control_cells=2 * N_CONTROLS,
     )
     a, b = half_split(normalize_log1p(data), seed=n)
-    bulk_a, bulk_b = bulk_table(a), bulk_table(b)
+    bulk_a, bulk_b = profile_table(a), profile_table(b)
     sweep_bulks[n] = (bulk_a, bulk_b)
     # "Nothing happens": half B's control mean for every perturbation.
     nothing_bulk = bulk_a.loc[perturbations] * 0 + bulk_b.loc[CONTROL]
@@ -586,7 +574,7 @@ thp1 = normalize_log1p(load_papalexi2021())
 thp1_a, thp1_b = half_split(thp1, seed=1)
 thp1_perts = sorted(set(thp1.obs[PERT].astype(str)) - {CONTROL})
 thp1_counts = thp1_a.obs[PERT].value_counts().drop(CONTROL)
-thp1_real = bulk_table(thp1_a)
+thp1_real = profile_table(thp1_a)
 thp1_predictions = {
     "other half": thp1_b,
     "nothing happens": control_mean_baseline(thp1_b, thp1_counts),
@@ -594,7 +582,7 @@ thp1_predictions = {
 }
 thp1_mae = pd.DataFrame(
     {
-        name: mae(bulk_table(pred).loc[thp1_perts], thp1_real)
+        name: mae(profile_table(pred).loc[thp1_perts], thp1_real)
         for name, pred in thp1_predictions.items()
     }
 )
@@ -705,7 +693,7 @@ def with_silent_genes(bulk: pd.DataFrame, k: int = 1000) -> pd.DataFrame:
 diluted = pd.Series(
     {
         name: mae(
-            with_silent_genes(bulk_table(pred)).loc[thp1_perts],
+            with_silent_genes(profile_table(pred)).loc[thp1_perts],
             with_silent_genes(thp1_real),
         ).mean()
         for name, pred in thp1_predictions.items()

@@ -58,7 +58,7 @@ from vcell_lib.data import (
     half_split,
     load_papalexi2021,
     normalize_log1p,
-    pseudobulk,
+    profile_table,
 )
 from vcell_lib.env import by_mode, set_seed, versions
 from vcell_lib.metrics import discrimination_score, evaluate
@@ -112,10 +112,7 @@ resample = normalize_log1p(resample_sim)
 
 def effects(adata) -> pd.DataFrame:
     """Effect vectors of one cell type: each perturbation's pseudobulk minus the control's."""
-    bulk = pseudobulk(adata, by=PERT)
-    table = pd.DataFrame(
-        bulk.X, index=bulk.obs[PERT].to_numpy(), columns=adata.var_names
-    )
+    table = profile_table(adata)  # chapter 5: pseudobulk as a table, one row per label
     return (table.drop(index=CONTROL) - table.loc[CONTROL]).sort_index()
 
 

@@ -50,13 +50,18 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from vcell_lib.baselines import cell_mean_baseline
+from vcell_lib.baselines import (
+    cell_mean_baseline,
+    prediction_from_profiles,
+    with_controls,
+)
 from vcell_lib.data import (
     CONTROL,
     PERT,
     load_papalexi2021,
     normalize_log1p,
-    pseudobulk,
+    profile_table,
+    select_perturbations,
 )
 from vcell_lib.env import by_mode, set_seed, versions
 from vcell_lib.metrics import de_direction_match, de_overlap, evaluate, wilcoxon_de
@@ -434,8 +439,7 @@ assert n_sig.loc[weakest, "global"] >= n_sig.loc[weakest, "per perturbation"]
 # Two edge cases: if both means are zero the lfc is defined as 0, and if only one is zero the ratio is 0 or infinite, so the lfc is $-\infty$ or $+\infty$.
 
 # %%
-bulk = pseudobulk(real)  # mean log1p per perturbation (chapter 4)
-means = pd.DataFrame(bulk.X, index=bulk.obs[PERT], columns=real.var_names)
+means = profile_table(real)  # mean log1p per perturbation (chapters 4 and 5)
 level_pert, level_control = np.expm1(means.loc[targets]), np.expm1(means.loc[CONTROL])
 with np.errstate(divide="ignore", invalid="ignore"):
     lfc = np.log2(level_pert / level_control)
@@ -500,26 +504,10 @@ assert toy_de["p_value"].iloc[0] == 1.0  # all values tied: no evidence either w
 # To test it we need a prediction whose truth is perfect.
 # The simulator gives one for free: with the same seed, `simulate_perturbseq` draws the same network, effects and cell type, and the number of cells only changes which cells are drawn.
 # So a simulation with the same seed and 101 instead of 100 cells per perturbation is an independent replicate of the experiment, from the same truth: the best any model could hope to predict.
-# As baselines do, the prediction takes the real control cells as its own controls.
+# As baselines do, the prediction takes the real control cells as its own controls: `with_controls` from `vcell_lib.baselines` keeps the perturbed cells of one AnnData and appends the control cells of another.
 
 
 # %%
-def with_controls(predicted: ad.AnnData, controls: ad.AnnData) -> ad.AnnData:
-    """A prediction: the perturbed cells of `predicted`, then the control cells of `controls`."""
-    assert list(predicted.var_names) == list(controls.var_names), "genes differ"
-    parts = [
-        predicted[predicted.obs[PERT].astype(str) != CONTROL],
-        controls[controls.obs[PERT].astype(str) == CONTROL],
-    ]
-    matrices = [
-        part.X.toarray() if hasattr(part.X, "toarray") else part.X for part in parts
-    ]
-    labels_ = np.concatenate([part.obs[PERT].astype(str).to_numpy() for part in parts])
-    obs = pd.DataFrame({PERT: labels_}, index=[f"cell{i}" for i in range(len(labels_))])
-    var = pd.DataFrame(index=controls.var_names)
-    return ad.AnnData(X=np.vstack(matrices).astype(np.float32), obs=obs, var=var)
-
-
 def replicate(cells: int, seed: int = 0) -> ad.AnnData:
     """An independent resample of the same truth with `cells` cells per perturbation, log1p-normalized."""
     # the same size would return the very same cells
@@ -705,26 +693,10 @@ assert np.allclose(variants["overlap_at_100"], variants["overlap_at_N"])
 # Now suppose a model predicts only the *mean* profile of each perturbation, copied $n$ times, as the cell-mean baseline does (chapter 8).
 # All $n$ predicted values of a gene are tied at one value $v$, and $U_1 = n \cdot (\#\{\text{controls} < v\} + \tfrac12 \#\{\text{controls} = v\})$: the z-score grows roughly like $\sqrt{n}$ (while $n$ is small next to the number of controls) for any $v$ away from the controls' median, so every gene whose predicted mean differs from the controls' median becomes "significant" with enough copies.
 # For zero-heavy genes the mean is above the median, so even genes that did not change at all qualify.
-# We build the right mean for each perturbation from a large independent replicate (1,000 cells per perturbation, very close to the true mean) and copy it.
-
+# We build the right mean for each perturbation from a large independent replicate (1,000 cells per perturbation, very close to the true mean) and copy it with `prediction_from_profiles` (chapter 5): the same number of identical cells for every perturbation, then the real controls.
 
 # %%
-def copies(profiles: pd.DataFrame, cells: int, controls: ad.AnnData) -> ad.AnnData:
-    """A prediction whose cells are `cells` identical copies of each perturbation's profile."""
-    names = [p for p in profiles.index if p != CONTROL]
-    predicted = ad.AnnData(
-        X=np.repeat(profiles.loc[names].to_numpy(dtype=np.float32), cells, axis=0),
-        obs=pd.DataFrame(
-            {PERT: np.repeat(names, cells)},
-            index=[f"p{i}" for i in range(len(names) * cells)],
-        ),
-        var=pd.DataFrame(index=profiles.columns),
-    )
-    return with_controls(predicted, controls)
-
-
-large = pseudobulk(replicate(1000))
-right_mean = pd.DataFrame(large.X, index=large.obs[PERT], columns=real.var_names)
+right_mean = profile_table(replicate(1000))
 
 cell_counts = by_mode(full=[5, 10, 25, 50, 100, 200, 400, 800], fast=[10, 50, 200])
 sweep = []
@@ -734,7 +706,7 @@ for cells in cell_counts:
             "perfect replicate",
             with_controls(replicate(cells if cells != 100 else 101), real),
         ),
-        ("copies of the right mean", copies(right_mean, cells, real)),
+        ("copies of the right mean", prediction_from_profiles(right_mean, cells, real)),
     ):
         de_pred = wilcoxon_de(prediction)
         sweep.append(
@@ -771,14 +743,14 @@ counts = real.obs[PERT].astype(str).value_counts().drop(CONTROL)
 halves = [targets[::2], targets[1::2]]
 baseline_parts = []
 for predicted_half, training_half in zip(halves, halves[::-1]):
-    training = real[real.obs[PERT].astype(str).isin(training_half + [CONTROL])]
+    training = select_perturbations(real, training_half)
     part = cell_mean_baseline(training, counts[predicted_half])
     baseline_parts.append(part[part.obs[PERT].astype(str) != CONTROL])
 baseline = with_controls(ad.concat(baseline_parts, index_unique="-"), real)
 de_baseline = wilcoxon_de(baseline)
 baseline_des = de_overlap(de_baseline, de_real).mean()
 null_pairs = ~changed.ravel()
-copies_100 = wilcoxon_de(copies(right_mean, 100, real))
+copies_100 = wilcoxon_de(prediction_from_profiles(right_mean, 100, real))
 print(
     f"cell-mean baseline: DES {baseline_des:.3f}, {(de_baseline['fdr'] < 0.05).mean():.0%} of tests significant"
 )
@@ -1043,7 +1015,7 @@ print("step-up rule and adjusted p-values agree for all", len(p_norm), "perturba
 # is decided by that rounding noise: an arbitrary order, which another implementation that rounds
 # differently changes (chapter 8 discusses cell-eval and the library picking different genes). DES is
 # whatever overlap that arbitrary order happens to have with the real list.
-nothing = copies(
+nothing = prediction_from_profiles(
     pd.DataFrame(
         [means.loc[CONTROL].to_numpy()] * len(targets),
         index=targets,

@@ -63,6 +63,8 @@ from vcell_lib.baselines import (
     control_mean_baseline,
     linear_baseline,
     perturbation_mean_baseline,
+    prediction_from_profiles,
+    with_controls,
 )
 from vcell_lib.data import (
     CELL_TYPE,
@@ -72,6 +74,8 @@ from vcell_lib.data import (
     half_split,
     load_papalexi2021,
     normalize_log1p,
+    perturbation_effects,
+    profile_table,
     pseudobulk,
     split_by_context,
     split_by_perturbation,
@@ -217,32 +221,17 @@ counts.head(3)
 # 3. copy the result `n_cells` times for each test perturbation, from `pert_counts`;
 # 4. append the real control cells.
 #
-# By hand:
+# By hand, with chapter 5's `prediction_from_profiles` for steps 3 and 4:
 
 # %%
 profiles = pseudobulk(train_c, by=PERT)  # one mean log1p profile per label
 mean_profile = profiles.X.mean(axis=0)  # unweighted: every label counts once
 n_cells = counts.set_index(PERT)["n_cells"]
-controls = real[real.obs[PERT] == CONTROL]
-
-
-def with_controls(X: np.ndarray, labels, controls: ad.AnnData) -> ad.AnnData:
-    """A prediction: predicted cells X with their labels, then the control cells `controls`."""
-    labels = [*labels, *[CONTROL] * controls.n_obs]
-    return ad.AnnData(
-        X=np.vstack([X, controls.X.toarray()]).astype(np.float32),
-        obs=pd.DataFrame(
-            {PERT: labels}, index=[f"cell_{i}" for i in range(len(labels))]
-        ),
-        var=pd.DataFrame(index=controls.var_names),
-    )
-
-
-by_hand = with_controls(
-    np.tile(mean_profile, (n_cells.sum(), 1)),
-    np.repeat(n_cells.index, n_cells),
-    controls,  # the real control cells of context C
+controls = real[real.obs[PERT] == CONTROL]  # the real control cells of context C
+same_profile = pd.DataFrame(
+    [mean_profile] * len(n_cells), index=n_cells.index, columns=real.var_names
 )
+by_hand = prediction_from_profiles(same_profile, n_cells, controls)
 print(f"{profiles.n_obs} labels averaged; prediction: {by_hand.n_obs} cells")
 print(by_hand.obs[PERT].value_counts().head(3))
 
@@ -299,17 +288,17 @@ assert gap < 1e-6
 # Three other simple predictions bracket what a model should beat:
 #
 # - `control_mean_baseline`, the control mean ("nothing happens", as in chapter 5): every perturbation is predicted as the mean control cell of the test cell type.
-# - `perturbation_mean_baseline`: the effect of silencing $p$ measured in *other* cell types, added to the control profile of the test cell type; a perturbation never seen anywhere gets the mean effect. Here we train it on contexts A and B, where every test perturbation was measured.
+# - `perturbation_mean_baseline`: the effect of silencing $p$ measured in *other* cell types, each time against the control cells of the same cell type and then averaged over those cell types, added to the control profile of the test cell type; a perturbation never seen anywhere gets the mean effect. Here we train it on contexts A and B, where every test perturbation was measured.
 # - `linear_baseline`: a linear model from the benchmark of Ahlmann-Eltze, Huber and Anders {cite}`ahlmanneltze2025`, which found that deep-learning models did not yet outperform such simple linear baselines at predicting unseen perturbations.
 #
-# The perturbation mean is one subtraction and one addition; by hand, for the first test perturbation:
+# The perturbation mean is one subtraction per cell type, a mean and one addition; by hand, for the first test perturbation:
 
 # %%
 transfer = perturbation_mean_baseline(train_ab, counts, controls=real)
-bulk_ab = pseudobulk(train_ab, by=PERT)  # pools A and B, which have equal cell numbers
 first = counts[PERT].iloc[0]
-effect_ab = bulk_ab[first].X.ravel() - bulk_ab[CONTROL].X.ravel()
-control_c = pseudobulk(real, by=PERT)[CONTROL].X.ravel()
+# its effect in A and in B, each against the same cell type's controls (chapter 4)
+effect_ab = perturbation_effects(train_ab).xs(first, level=PERT).mean().to_numpy()
+control_c = profile_table(real).loc[CONTROL].to_numpy()
 # the library clips at 0: log1p values cannot be negative
 by_hand_first = np.clip(control_c + effect_ab, 0, None)
 np.testing.assert_allclose(
@@ -365,9 +354,7 @@ for pert, n in n_cells.items():
     mask = (resample.obs[CELL_TYPE] == "context_C") & (resample.obs[PERT] == pert)
     rows.extend(np.flatnonzero(mask.to_numpy())[:n])
 fresh = resample[rows]
-predictions["perfect (resample)"] = with_controls(
-    fresh.X.toarray(), fresh.obs[PERT].astype(str), controls
-)
+predictions["perfect (resample)"] = with_controls(fresh, controls)
 
 # %% [markdown]
 # **The data ceiling.**
@@ -712,28 +699,13 @@ for metric in ("discrimination_score_l1", "overlap_at_N"):
 
 
 # %%
-def profile_table(pred: ad.AnnData) -> pd.DataFrame:
-    """Pseudobulk of a prediction as a (label x gene) table."""
-    bulk = pseudobulk(pred, by=PERT)
-    return pd.DataFrame(bulk.X, index=bulk.obs[PERT], columns=pred.var_names)
-
-
-def from_profiles(
-    table: pd.DataFrame, cells: pd.Series, controls: ad.AnnData
-) -> ad.AnnData:
-    """`cells[p]` identical copies of each profile, then the control cells `controls`."""
-    X = np.repeat(table.loc[cells.index].to_numpy(np.float32), cells.to_numpy(), axis=0)
-    labels = np.repeat(cells.index.to_numpy(), cells.to_numpy())
-    return with_controls(X, labels, controls)
-
-
 baseline_profiles = profile_table(cell_mean).loc[n_cells.index]
 transfer_profiles = profile_table(transfer).loc[n_cells.index]
 alphas = [0, 0.25, 0.5, 0.75, 1, 1.5, 2, 3]
 blend = {}
 for alpha in alphas:
     blended = baseline_profiles + alpha * (transfer_profiles - baseline_profiles)
-    table = evaluate(from_profiles(blended.clip(lower=0), n_cells, controls), real)
+    table = evaluate(prediction_from_profiles(blended, n_cells, controls), real)
     blend[alpha] = score(table, baseline_table)
 blend = pd.DataFrame(blend).T.rename_axis("alpha")
 print(blend.round(3).to_string())
@@ -785,7 +757,7 @@ assert blend.loc[3, "overlap_at_N"] < blend.loc[1, "overlap_at_N"]  # DES: up to
 by_count = {}
 for n in (10, 30, 100, 300, 1000):
     table = evaluate(
-        from_profiles(transfer_profiles, pd.Series(n, index=n_cells.index), controls),
+        prediction_from_profiles(transfer_profiles, n, controls),
         real,
     )
     by_count[n] = pd.concat(
@@ -823,7 +795,7 @@ assert by_count.loc[10, "overlap_at_N"] < by_count["overlap_at_N"].max() - 0.03
 
 # %%
 oracle = evaluate(
-    from_profiles(profile_table(real).loc[n_cells.index], n_cells, controls), real
+    prediction_from_profiles(profile_table(real), n_cells, controls), real
 )
 oracle_summary = pd.concat(
     [
@@ -884,7 +856,7 @@ assert abs(100 * team_score["avg_score"] - 11.0) < 0.05
 # cells_per_perturbation per label), so weighting by cells pulls the profile towards the controls.
 weighted_profile = np.asarray(train_c.X.mean(axis=0)).ravel()
 control_profile = profiles[CONTROL].X.ravel()
-weighted = from_profiles(
+weighted = prediction_from_profiles(
     pd.DataFrame(
         [weighted_profile] * len(n_cells), index=n_cells.index, columns=real.var_names
     ),

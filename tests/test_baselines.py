@@ -13,6 +13,8 @@ from vcell_lib.baselines import (
     control_mean_baseline,
     linear_baseline,
     perturbation_mean_baseline,
+    prediction_from_profiles,
+    with_controls,
 )
 from vcell_lib.data import pseudobulk
 
@@ -118,3 +120,90 @@ def test_baseline_input_errors():
         linear_baseline(train, {"P0": 2}, n_components=0)
     with pytest.raises(ValueError, match="ridge"):
         linear_baseline(train, {"P0": 2}, ridge=-1)
+
+
+def two_cell_types(a_cells=20, b_cells=10):
+    """Cell types A and B with different control profiles; noise-free cells so effects are exact.
+
+    P0 and P1 are seen only in A with no effect (their cells look like A's controls), P2 only in B
+    with effect `d`, and P3 in both, with effect `e_a` in A and `e_b` in B, with unequal cell numbers.
+    """
+    genes = [f"P{i}" for i in range(4)] + [f"G{i}" for i in range(6)]
+    rng = np.random.default_rng(3)
+    control_a, control_b = rng.uniform(1.0, 2.0, 10), rng.uniform(2.5, 3.5, 10)
+    d, e_a, e_b = rng.normal(0, 0.3, 10), rng.normal(0, 0.3, 10), rng.normal(0, 0.3, 10)
+    a = cells_from_profiles(
+        {CONTROL: control_a, "P0": control_a, "P1": control_a, "P3": control_a + e_a}, a_cells, genes
+    )
+    b = cells_from_profiles({CONTROL: control_b, "P2": control_b + d, "P3": control_b + e_b}, b_cells, genes)
+    a.obs["cell_type"], b.obs["cell_type"] = "A", "B"
+    train = ad.concat([a, b], index_unique="-")
+    target = cells_from_profiles({CONTROL: rng.uniform(2.8, 3.2, 10)}, 15, genes)  # cell type C's controls
+    return train, target, {"d": d, "e_a": e_a, "e_b": e_b}
+
+
+def test_effects_are_measured_within_each_cell_type():
+    # Regression: effects used to be taken against the control profile pooled over A and B, so P0,
+    # which changes nothing in A, got the A-versus-pooled control difference as a spurious effect.
+    train, target, effect = two_cell_types()
+    pred = perturbation_mean_baseline(train, {"P0": 2, "P2": 2, "P3": 2}, controls=target)
+    rows = pd.DataFrame(pred.X, index=pred.obs["target_gene"].to_numpy(), columns=train.var_names)
+    c = target.X.mean(0)
+    np.testing.assert_allclose(rows.loc["P0"].iloc[0], c, atol=1e-5)  # no effect in A: none predicted
+    np.testing.assert_allclose(rows.loc["P2"].iloc[0], c + effect["d"], atol=1e-5)
+    # seen in both cell types: the mean of the two effects, each cell type counted once
+    np.testing.assert_allclose(rows.loc["P3"].iloc[0], c + (effect["e_a"] + effect["e_b"]) / 2, atol=1e-5)
+
+
+def test_linear_baseline_mean_effect_is_taken_within_cell_types():
+    train, target, effect = two_cell_types()
+    pred = linear_baseline(train, {"X9": 3}, controls=target)  # X9's gene is not measured: the mean effect
+    mean_effect = (0 + 0 + effect["d"] + (effect["e_a"] + effect["e_b"]) / 2) / 4  # P0, P1, P2, P3
+    np.testing.assert_allclose(pred.X[0], target.X.mean(0) + mean_effect, atol=1e-5)
+
+
+def test_one_context_without_a_cell_type_column_is_pooled():
+    train, target, _ = two_cell_types()
+    only_a = train[train.obs["cell_type"] == "A"].copy()
+    without_column = only_a.copy()
+    del without_column.obs["cell_type"]
+    for baseline in (perturbation_mean_baseline, linear_baseline):
+        with_column = baseline(only_a, {"P3": 2, "X9": 1}, controls=target)
+        np.testing.assert_array_equal(baseline(without_column, {"P3": 2, "X9": 1}, controls=target).X, with_column.X)
+    # context_col=None pools every training cell into one context, as the baselines did before
+    pooled = perturbation_mean_baseline(train, {"P0": 1}, controls=target, context_col=None)
+    bulk = pd.DataFrame(pseudobulk(train).X, index=pseudobulk(train).obs_names, columns=train.var_names)
+    np.testing.assert_allclose(pooled.X[0], target.X.mean(0) + bulk.loc["P0"] - bulk.loc[CONTROL], atol=1e-5)
+
+
+def test_several_cell_types_need_the_targets_controls():
+    train, _, _ = two_cell_types()
+    with pytest.raises(ValueError, match="several cell types.*controls="):
+        perturbation_mean_baseline(train, {"P0": 2})
+    no_b_controls = train[~((train.obs["cell_type"] == "B") & (train.obs["target_gene"] == CONTROL))].copy()
+    with pytest.raises(ValueError, match=r"no control cells in cell_type \['B'\]"):
+        linear_baseline(no_b_controls, {"P0": 2}, controls=train)
+
+
+def test_prediction_from_profiles_and_with_controls():
+    train = small_train()
+    profiles = pd.DataFrame(
+        [[-0.5] + [1.0] * 11, [2.0] * 12, [9.0] * 12], index=["P0", "P1", CONTROL], columns=train.var_names
+    )
+    pred = prediction_from_profiles(profiles, {"P1": 2, "P0": 3}, train)
+    labels = list(pred.obs["target_gene"])
+    assert labels == ["P1"] * 2 + ["P0"] * 3 + [CONTROL] * 20  # the order of counts, then the control cells
+    np.testing.assert_array_equal(pred.X[2], [0.0] + [1.0] * 11)  # log1p cannot be negative: clipped at 0
+    np.testing.assert_array_equal(pred.X[5:], train[train.obs["target_gene"] == CONTROL].X)  # real controls
+    same_number = prediction_from_profiles(profiles, 4, train)  # 4 cells for every row but the control
+    assert same_number.obs["target_gene"].value_counts().to_dict() == {"P0": 4, "P1": 4, CONTROL: 20}
+    with pytest.raises(ValueError, match=r"no row for perturbations \['P7'\]"):
+        prediction_from_profiles(profiles, {"P7": 2}, train)
+
+    cells = with_controls(train, pred)  # train's perturbed cells, pred's control cells
+    assert (cells.obs["target_gene"] != CONTROL).sum() == 80 and (cells.obs["target_gene"] == CONTROL).sum() == 20
+    np.testing.assert_array_equal(cells.X[:80], train[train.obs["target_gene"] != CONTROL].X)
+    with pytest.raises(ValueError, match="same genes"):
+        with_controls(train, train[:, ::-1].copy())
+    with pytest.raises(ValueError, match="controls has no control cells"):
+        with_controls(train, train[train.obs["target_gene"] != CONTROL].copy())

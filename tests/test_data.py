@@ -27,7 +27,9 @@ from vcell_lib.data import (
     match_controls,
     normalize_log1p,
     perturbation_effects,
+    profile_table,
     pseudobulk,
+    select_perturbations,
     split_by_context,
     split_by_perturbation,
 )
@@ -228,6 +230,21 @@ def test_pseudobulk_equals_groupby_mean_and_scanpy():
         pseudobulk(std, by=[])
 
 
+def test_profile_table_is_pseudobulk_as_a_table():
+    std = normalize_log1p(standard())
+    bulk = pseudobulk(std)
+    table = profile_table(std)
+    assert list(table.index) == list(bulk.obs["target_gene"]) and table.index.name == "target_gene"
+    assert table.columns.equals(std.var_names)
+    np.testing.assert_array_equal(table.to_numpy(), bulk.X)
+    two = profile_table(std, by=["cell_type", "target_gene"], layer="counts")
+    assert two.index.names == ["cell_type", "target_gene"]
+    rows = ((std.obs["cell_type"] == "RPE1") & (std.obs["target_gene"] == CONTROL)).to_numpy()
+    np.testing.assert_allclose(two.loc[("RPE1", CONTROL)], std.layers["counts"][rows].toarray().mean(0), rtol=1e-6)
+    with pytest.raises(ValueError, match="'donor' is not a column"):
+        profile_table(std, by="donor")
+
+
 def test_perturbation_effects_subtract_the_same_cell_types_controls():
     std = normalize_log1p(standard(n_cells=300, seed=7))
     effects = perturbation_effects(std)
@@ -240,7 +257,7 @@ def test_perturbation_effects_subtract_the_same_cell_types_controls():
         control_mean = dense[in_type & (std.obs["target_gene"] == CONTROL).to_numpy()].mean(0)
         np.testing.assert_allclose(row.to_numpy(), pert_mean - control_mean, rtol=1e-5, atol=1e-7)
     no_controls = std[~((std.obs["cell_type"] == "RPE1") & (std.obs["target_gene"] == CONTROL))].copy()
-    with pytest.raises(ValueError, match=r"no control cells in cell type\(s\) \['RPE1'\]"):
+    with pytest.raises(ValueError, match=r"no control cells in cell_type \['RPE1'\]"):
         perturbation_effects(no_controls)
 
 
@@ -261,6 +278,19 @@ def test_half_split_is_disjoint_balanced_and_reproducible():
 
 
 # ----------------------------------------------------------------------------- control matching
+
+
+def test_select_perturbations_keeps_them_and_the_controls():
+    std = standard(n_cells=80, seed=9)
+    chosen = select_perturbations(std, ["GENE2"])
+    labels = std.obs["target_gene"].astype(str)
+    assert list(chosen.obs_names) == list(std.obs_names[labels.isin(["GENE2", CONTROL]).to_numpy()])
+    assert set(chosen.obs["target_gene"].cat.categories) == {"GENE2", CONTROL}  # no unused categories
+    assert std.obs["target_gene"].nunique() == 4  # the input is untouched
+    with pytest.raises(ValueError, match=r"perts \['GENE9'\] have no cells"):
+        select_perturbations(std, ["GENE2", "GENE9"])
+    with pytest.raises(ValueError, match="pert_col='guide'"):
+        select_perturbations(std, ["GENE2"], pert_col="guide")
 
 
 def test_match_controls_respects_context_and_batch():

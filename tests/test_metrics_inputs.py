@@ -4,8 +4,8 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from test_metrics import make_pair
+
 from vcell_lib.data import ensure_log1p, pseudobulk
 from vcell_lib.metrics import evaluate
 

@@ -1,33 +1,40 @@
 """Baseline predictions in the challenge's shape: the yardsticks every model must beat.
 
-Taught in chapter 08. Each function takes training cells (log1p-normalized AnnData with a
-perturbation column and control cells) and the number of cells to predict per perturbation, and
-returns a prediction AnnData: those cells, labelled in `target_gene`, followed by real control cells
-(the evaluation compares each side with its own controls).
+Taught in chapter 08. Each baseline takes training cells (log1p-normalized AnnData with a perturbation
+column and control cells) and the number of cells to predict per perturbation, and returns a prediction
+AnnData: those cells, labelled in `target_gene`, followed by real control cells (the evaluation compares
+each side with its own controls). `prediction_from_profiles` and `with_controls` lay out predictions of
+your own in the same shape (chapters 05, 07 and 08).
 
-The baselines group training cells by perturbation label only: pass exactly the cells (cell types)
-you want pooled, and the target cell type's control cells as `controls`.
+The cell mean and the control mean pool the training cells they are given: pass the target cell type's
+cells. The perturbation mean and the linear model measure each effect within its own cell type
+(`context_col`) and add it to the control profile of `controls`, the target cell type's cells.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-from vcell_lib.data import CONTROL, PERT, ensure_log1p, pseudobulk
+from vcell_lib.data import CELL_TYPE, CONTROL, PERT, ensure_log1p, perturbation_effects, profile_table
 
 __all__ = [
     "cell_mean_baseline",
     "control_mean_baseline",
     "linear_baseline",
     "perturbation_mean_baseline",
+    "prediction_from_profiles",
+    "with_controls",
 ]
 
+Counts = Mapping[str, int] | pd.Series | pd.DataFrame
 
-def _cell_counts(counts: Mapping[str, int] | pd.Series | pd.DataFrame, control: str) -> pd.Series:
+
+def _cell_counts(counts: Counts, control: str) -> pd.Series:
     """Cells to predict per perturbation, from a mapping, a Series or a pert_counts table."""
     if isinstance(counts, pd.DataFrame):
         if not {PERT, "n_cells"} <= set(counts.columns):
@@ -48,52 +55,144 @@ def _cell_counts(counts: Mapping[str, int] | pd.Series | pd.DataFrame, control: 
     return series.astype(int)
 
 
-def _profiles(train: ad.AnnData, pert_col: str, control: str) -> pd.DataFrame:
-    train = ensure_log1p(train, "train")
-    if pert_col not in train.obs.columns:
-        raise ValueError(f"train.obs has no column {pert_col!r}; its columns are {list(train.obs.columns)}")
-    bulk = pseudobulk(train, by=pert_col)
-    table = pd.DataFrame(bulk.X, index=bulk.obs[pert_col].to_numpy(), columns=train.var_names)
-    if control not in table.index:
-        raise ValueError(f"train has no control cells ({pert_col} == {control!r})")
-    return table
+def _dense(matrix) -> np.ndarray:
+    return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
 
 
-def _inputs(
-    train: ad.AnnData, counts, controls: ad.AnnData | None, pert_col: str, control: str
-) -> tuple[pd.DataFrame, pd.Series, ad.AnnData, np.ndarray]:
-    """Checked inputs: training profiles, cell counts, the control cells to append and their mean profile."""
-    profiles = _profiles(train, pert_col, control)
-    counts = _cell_counts(counts, control)
-    controls = train if controls is None else controls
-    target_control = profiles.loc[control] if controls is train else _profiles(controls, pert_col, control).loc[control]
-    return profiles, counts, controls, target_control.to_numpy()
-
-
-def _prediction(
-    rows: np.ndarray, counts: pd.Series, genes: pd.Index, controls: ad.AnnData, pert_col: str, control: str
+def with_controls(
+    predicted: ad.AnnData, controls: ad.AnnData, *, pert_col: str = PERT, control: str = CONTROL
 ) -> ad.AnnData:
-    """Stack `counts[p]` copies of each perturbation's row (clipped at 0), then append the control cells."""
+    """A prediction: the perturbed cells of `predicted`, then the control cells of `controls`. Taught in chapter 07.
+
+    A model predicts perturbed cells; the evaluation also needs the prediction's own control cells, and
+    the safe choice is the real ones of the target cell type. Control cells in `predicted` are dropped.
+    Both must have the same genes in the same order. Returns a new AnnData with float32 X and `pert_col`
+    as its only obs column.
+    """
     controls = ensure_log1p(controls, "controls")
-    if not controls.var_names.equals(genes):
-        raise ValueError("controls must have the same genes, in the same order, as the training cells")
+    if not controls.var_names.equals(predicted.var_names):
+        raise ValueError("controls must have the same genes, in the same order, as the predicted cells")
+    for name, adata in (("predicted", predicted), ("controls", controls)):
+        if pert_col not in adata.obs.columns:
+            raise ValueError(
+                f"{name}.obs has no column {pert_col!r} (pert_col); its columns are {list(adata.obs.columns)}"
+            )
+    perturbed = predicted[predicted.obs[pert_col].astype(str) != control]
     control_cells = controls[controls.obs[pert_col].astype(str) == control]
     if control_cells.n_obs == 0:
         raise ValueError(f"controls has no control cells ({pert_col} == {control!r})")
-    labels = np.repeat(counts.index.to_numpy(), counts.to_numpy())
-    predicted = np.repeat(np.clip(rows, 0, None).astype(np.float32), counts.to_numpy(), axis=0)
-    control_x = control_cells.X.toarray() if hasattr(control_cells.X, "toarray") else np.asarray(control_cells.X)
+    labels = np.concatenate([perturbed.obs[pert_col].astype(str).to_numpy(), np.full(control_cells.n_obs, control)])
     obs = pd.DataFrame(
-        {pert_col: np.concatenate([labels, np.full(control_cells.n_obs, control)])},
-        index=[f"pred_{i}" for i in range(len(labels))] + [f"control_{name}" for name in control_cells.obs_names],
+        {pert_col: labels},
+        index=[f"pred_{i}" for i in range(perturbed.n_obs)] + [f"control_{name}" for name in control_cells.obs_names],
     )
-    X = np.vstack([predicted, control_x.astype(np.float32)])
-    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes.copy()))
+    X = np.vstack([_dense(perturbed.X), _dense(control_cells.X)]).astype(np.float32)
+    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=controls.var_names.copy()))
+
+
+def prediction_from_profiles(
+    profiles: pd.DataFrame,
+    counts: int | Counts,
+    controls: ad.AnnData,
+    *,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+) -> ad.AnnData:
+    """A prediction: `counts[p]` identical cells per perturbation p, each its profile, then real controls. Ch. 05, 08.
+
+    Parameters
+    ----------
+    profiles
+        One log1p profile per perturbation (rows, indexed by name) and gene (columns, the genes of
+        `controls` in their order), e.g. from `vcell_lib.data.profile_table`; negative values are set to 0.
+    counts
+        Cells to predict per perturbation (a mapping, a Series or a pert_counts table), or one number for
+        every non-control row of `profiles`.
+    controls
+        Cells whose control cells end the prediction (see `with_controls`).
+    """
+    if isinstance(counts, (int, np.integer)):
+        counts = pd.Series(int(counts), index=profiles.index.astype(str).drop(control, errors="ignore"))
+    counts = _cell_counts(counts, control)
+    missing = counts.index.difference(profiles.index.astype(str))
+    if len(missing):
+        raise ValueError(
+            f"profiles has no row for perturbations {list(missing[:5])}: give one profile per perturbation"
+        )
+    rows = profiles.set_axis(profiles.index.astype(str)).loc[counts.index].clip(lower=0).to_numpy(np.float32)
+    labels = np.repeat(counts.index.to_numpy(), counts.to_numpy())
+    predicted = ad.AnnData(
+        X=np.repeat(rows, counts.to_numpy(), axis=0),
+        obs=pd.DataFrame({pert_col: labels}, index=[f"pred_{i}" for i in range(len(labels))]),
+        var=pd.DataFrame(index=profiles.columns.astype(str)),
+    )
+    return with_controls(predicted, controls, pert_col=pert_col, control=control)
+
+
+def _label_profiles(adata: ad.AnnData, name: str, pert_col: str, control: str) -> pd.DataFrame:
+    """Mean log1p profile of each label of `adata`, control included; raise if it has no control cells."""
+    if pert_col not in adata.obs.columns:
+        raise ValueError(f"{name}.obs has no column {pert_col!r}; its columns are {list(adata.obs.columns)}")
+    table = profile_table(adata, by=pert_col)
+    if control not in table.index:
+        raise ValueError(f"{name} has no control cells ({pert_col} == {control!r})")
+    return table
+
+
+@dataclass(frozen=True)
+class _Training:
+    """A baseline's checked inputs, and the steps the four baselines share."""
+
+    train: ad.AnnData  # log1p-normalized training cells
+    profiles: pd.DataFrame  # their mean profile per label, control included
+    counts: pd.Series  # cells to predict per perturbation
+    controls: ad.AnnData  # the cells whose controls end the prediction
+    target_control: np.ndarray  # the mean profile of those control cells
+    pert_col: str
+    control: str
+
+    @classmethod
+    def check(cls, train: ad.AnnData, counts: Counts, controls: ad.AnnData | None, pert_col: str, control: str):
+        train = ensure_log1p(train, "train")
+        profiles = _label_profiles(train, "train", pert_col, control)
+        counts = _cell_counts(counts, control)
+        if controls is None:
+            controls, target_control = train, profiles.loc[control]
+        else:
+            controls = ensure_log1p(controls, "controls")
+            target_control = _label_profiles(controls, "controls", pert_col, control).loc[control]
+        return cls(train, profiles, counts, controls, target_control.to_numpy(), pert_col, control)
+
+    def effects(self, context_col: str | None) -> pd.DataFrame:
+        """Each training perturbation's effect, measured within each context, averaged over contexts.
+
+        Within a context (cell type), an effect is the perturbation's profile minus that context's control
+        profile; a perturbation seen in several contexts gets the mean of its effects there, each context
+        counted once. `context_col=None`, or a column that train lacks, makes all cells one context.
+        """
+        pert_col, control = self.pert_col, self.control
+        if context_col is None or context_col not in self.train.obs.columns:
+            return self.profiles.drop(index=control) - self.profiles.loc[control].to_numpy()
+        effects = perturbation_effects(self.train, pert_col=pert_col, control=control, context_col=context_col)
+        contexts = effects.index.get_level_values(context_col).unique()
+        if len(contexts) > 1 and self.controls is self.train:
+            raise ValueError(
+                f"train holds several cell types ({context_col}: {list(contexts)}): pass the target "
+                "cell type's cells as controls=..., whose control profile the effects are added to"
+            )
+        return effects.groupby(level=pert_col).mean()
+
+    def prediction(self, rows: np.ndarray) -> ad.AnnData:
+        """The prediction whose profile for the i-th perturbation of `counts` is rows[i]."""
+        profiles = pd.DataFrame(np.asarray(rows), index=self.counts.index, columns=self.profiles.columns)
+        return prediction_from_profiles(
+            profiles, self.counts, self.controls, pert_col=self.pert_col, control=self.control
+        )
 
 
 def cell_mean_baseline(
     train: ad.AnnData,
-    counts: Mapping[str, int] | pd.Series | pd.DataFrame,
+    counts: Counts,
     *,
     controls: ad.AnnData | None = None,
     pert_col: str = PERT,
@@ -105,14 +204,13 @@ def cell_mean_baseline(
     unweighted mean of those profiles, copied `counts[p]` times for each perturbation p, followed by
     the control cells of `controls` (default: `train`'s). Taught in chapter 08.
     """
-    profiles, counts, controls, _ = _inputs(train, counts, controls, pert_col, control)
-    rows = np.tile(profiles.mean(axis=0).to_numpy(), (len(counts), 1))
-    return _prediction(rows, counts, profiles.columns, controls, pert_col, control)
+    t = _Training.check(train, counts, controls, pert_col, control)
+    return t.prediction(np.tile(t.profiles.mean(axis=0).to_numpy(), (len(t.counts), 1)))
 
 
 def control_mean_baseline(
     train: ad.AnnData,
-    counts: Mapping[str, int] | pd.Series | pd.DataFrame,
+    counts: Counts,
     *,
     controls: ad.AnnData | None = None,
     pert_col: str = PERT,
@@ -122,56 +220,62 @@ def control_mean_baseline(
 
     `controls` defaults to `train`; pass the target cell type's cells to predict its own controls. Ch. 08.
     """
-    profiles, counts, controls, target_control = _inputs(train, counts, controls, pert_col, control)
-    rows = np.tile(target_control, (len(counts), 1))
-    return _prediction(rows, counts, profiles.columns, controls, pert_col, control)
+    t = _Training.check(train, counts, controls, pert_col, control)
+    return t.prediction(np.tile(t.target_control, (len(t.counts), 1)))
 
 
 def perturbation_mean_baseline(
     train: ad.AnnData,
-    counts: Mapping[str, int] | pd.Series | pd.DataFrame,
+    counts: Counts,
     *,
     controls: ad.AnnData | None = None,
     pert_col: str = PERT,
     control: str = CONTROL,
+    context_col: str | None = CELL_TYPE,
 ) -> ad.AnnData:
     """Each perturbation's mean effect where training has it (e.g. in another cell type), else the mean effect.
 
-    Effects (perturbation profile minus control profile) are added to the control profile of
-    `controls`, so a perturbation seen in another cell type transfers its effect to the new one.
-    Taught in chapter 08.
+    An effect is measured within a cell type (`context_col`): the perturbation's profile minus the
+    control profile of the same cell type, averaged over the cell types where it was seen. It is added
+    to the control profile of `controls`, the target cell type's cells, so a perturbation seen in other
+    cell types transfers its effect to the new one. A perturbation never seen gets the mean effect of
+    the training perturbations. `context_col=None`, or a column that `train` lacks, makes all training
+    cells one cell type. Taught in chapter 08.
     """
-    profiles, counts, controls, target_control = _inputs(train, counts, controls, pert_col, control)
-    effects = profiles.drop(index=control) - profiles.loc[control].to_numpy()
+    t = _Training.check(train, counts, controls, pert_col, control)
+    effects = t.effects(context_col)
     mean_effect = effects.mean(axis=0)
-    rows = np.vstack([effects.loc[p] if p in effects.index else mean_effect for p in counts.index]) + target_control
-    return _prediction(rows, counts, profiles.columns, controls, pert_col, control)
+    rows = [effects.loc[p] if p in effects.index else mean_effect for p in t.counts.index]
+    return t.prediction(np.vstack(rows) + t.target_control)
 
 
 def linear_baseline(
     train: ad.AnnData,
-    counts: Mapping[str, int] | pd.Series | pd.DataFrame,
+    counts: Counts,
     *,
     n_components: int = 10,
     ridge: float = 0.1,
     controls: ad.AnnData | None = None,
     pert_col: str = PERT,
     control: str = CONTROL,
+    context_col: str | None = CELL_TYPE,
 ) -> ad.AnnData:
     """A linear model of effects (Ahlmann-Eltze et al. 2025): delta_q = b + G W G[q], G from a PCA of training effects.
 
     G (genes x n_components) are the top principal components of the training effect matrix, so
     each gene has an embedding; W is fit by ridge regression so that training effects Y satisfy
     Y - b ~ G W P^T, with P the embeddings of the silenced genes. A new perturbation q whose gene is
-    measured gets b + G W G[q]; one whose gene is not measured gets the mean effect b. Taught in ch. 08.
+    measured gets b + G W G[q]; one whose gene is not measured gets the mean effect b. Effects are
+    measured within each cell type and added to the control profile of `controls`, as in
+    `perturbation_mean_baseline`. Taught in ch. 08.
     """
     if int(n_components) != n_components or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
     if not np.isfinite(ridge) or ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge!r}")
-    profiles, counts, controls, target_control = _inputs(train, counts, controls, pert_col, control)
-    effects = profiles.drop(index=control) - profiles.loc[control].to_numpy()
-    genes = profiles.columns
+    t = _Training.check(train, counts, controls, pert_col, control)
+    effects = t.effects(context_col)
+    genes = t.profiles.columns
     measured = [p for p in effects.index if p in genes]
     if len(measured) < 2:
         raise ValueError("linear_baseline needs at least two training perturbations whose gene is measured")
@@ -187,6 +291,6 @@ def linear_baseline(
     )
     weights /= 1 + ridge
     rows = [
-        mean_effect + (embedding @ weights @ embedding[position[p]] if p in position else 0.0) for p in counts.index
+        mean_effect + (embedding @ weights @ embedding[position[p]] if p in position else 0.0) for p in t.counts.index
     ]
-    return _prediction(np.vstack(rows) + target_control, counts, genes, controls, pert_col, control)
+    return t.prediction(np.vstack(rows) + t.target_control)

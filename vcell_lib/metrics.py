@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from scipy import special, stats
 from scipy.spatial.distance import cdist
 
-from vcell_lib.data import CONTROL, PERT, ensure_log1p, pseudobulk
+from vcell_lib.data import CONTROL, PERT, ensure_log1p, profile_table, pseudobulk
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -81,11 +81,6 @@ def _check_pair(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str)
 
 
 # ----------------------------------------------------------------------------- expression metrics
-
-
-def _bulk_table(adata: ad.AnnData, pert_col: str) -> pd.DataFrame:
-    bulk = pseudobulk(adata, by=pert_col)
-    return pd.DataFrame(bulk.X, index=bulk.obs[pert_col].to_numpy(), columns=adata.var_names)
 
 
 def mae(pred_bulk: pd.DataFrame, real_bulk: pd.DataFrame) -> pd.Series:
@@ -328,7 +323,7 @@ def evaluate(
     de_direction_match, n_sig_real and n_sig_pred.
     """
     pred, real = _check_pair(pred, real, pert_col, control)
-    pred_bulk, real_bulk = _bulk_table(pred, pert_col), _bulk_table(real, pert_col)
+    pred_bulk, real_bulk = profile_table(pred, by=pert_col), profile_table(real, by=pert_col)
     perts = sorted(set(real_bulk.index) - {control})
     pred_delta = pred_bulk.loc[perts] - pred_bulk.loc[control].to_numpy()
     real_delta = real_bulk.loc[perts] - real_bulk.loc[control].to_numpy()

@@ -8,9 +8,10 @@ One idea per module, every public name re-exported here (`from vcell_lib.data im
 
 - `loading`: the standard form's column names and `load_perturbation_data`
 - `normalize`: `normalize_log1p`, `ensure_log1p`
-- `profiles`: `pseudobulk`, `perturbation_effects`
+- `profiles`: `pseudobulk`, `perturbation_effects`, `profile_table`
 - `controls`: `match_controls`
-- `splits`: `split_by_perturbation`, `split_by_context`, `check_split`, `assign_split`, `half_split`
+- `splits`: `split_by_perturbation`, `split_by_context`, `check_split`, `assign_split`, `half_split`,
+  `select_perturbations`
 - `datasets`: the registry (`DATASETS`, `fetch`) and the loaders of the book's datasets
 """
 
@@ -30,8 +31,16 @@ from vcell_lib.data.datasets import (
 )
 from vcell_lib.data.loading import BATCH, CELL_TYPE, CONTROL, PERT, load_perturbation_data
 from vcell_lib.data.normalize import ensure_log1p, normalize_log1p
-from vcell_lib.data.profiles import perturbation_effects, pseudobulk
-from vcell_lib.data.splits import Split, assign_split, check_split, half_split, split_by_context, split_by_perturbation
+from vcell_lib.data.profiles import perturbation_effects, profile_table, pseudobulk
+from vcell_lib.data.splits import (
+    Split,
+    assign_split,
+    check_split,
+    half_split,
+    select_perturbations,
+    split_by_context,
+    split_by_perturbation,
+)
 
 __all__ = [
     "BATCH",
@@ -57,7 +66,9 @@ __all__ = [
     "match_controls",
     "normalize_log1p",
     "perturbation_effects",
+    "profile_table",
     "pseudobulk",
+    "select_perturbations",
     "shipped_file",
     "split_by_context",
     "split_by_perturbation",

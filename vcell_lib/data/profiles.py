@@ -66,5 +66,19 @@ def perturbation_effects(
     contexts = perturbed.index.get_level_values(context_col)
     missing = sorted(set(contexts) - set(controls.index))
     if missing:
-        raise ValueError(f"no control cells in cell type(s) {missing}: an effect needs controls of the same type")
+        raise ValueError(
+            f"no control cells in {context_col} {missing}: an effect is measured against controls of the same cell type"
+        )
     return perturbed - controls.loc[contexts].to_numpy()
+
+
+def profile_table(adata: ad.AnnData, by: str | Sequence[str] = PERT, *, layer: str | None = None) -> pd.DataFrame:
+    """Pseudobulk as a table: one mean profile per group (rows) and gene (columns). Taught in chapter 05.
+
+    The same means as `pseudobulk`, as a DataFrame: indexed by the group label for one key (e.g. the
+    perturbation, control included), by a MultiIndex of the keys for several; the columns are the genes.
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    bulk = pseudobulk(adata, by=keys, layer=layer)
+    index = pd.Index(bulk.obs[keys[0]], name=keys[0]) if len(keys) == 1 else pd.MultiIndex.from_frame(bulk.obs[keys])
+    return pd.DataFrame(bulk.X, index=index, columns=adata.var_names.copy())

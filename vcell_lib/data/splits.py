@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import anndata as ad
@@ -162,3 +163,22 @@ def check_split(
     unknown = (split.train | split.val | split.test) - known
     if unknown:
         raise ValueError(f"{len(unknown)} split pairs are not in the data, e.g. {sorted(unknown)[:3]}")
+
+
+def select_perturbations(
+    adata: ad.AnnData, perts: Iterable[str], *, pert_col: str = PERT, control: str = CONTROL
+) -> ad.AnnData:
+    """The cells of the given perturbations plus the control cells, as a new AnnData. Taught in chapter 05.
+
+    The label column becomes a categorical of the labels kept (no unused categories), so that
+    `value_counts()` counts only them.
+    """
+    _require_columns(adata, pert_col=pert_col)
+    perts = [str(p) for p in perts]
+    labels = adata.obs[pert_col].astype(str)
+    unknown = sorted(set(perts) - set(labels))
+    if unknown:
+        raise ValueError(f"perts {unknown[:5]} have no cells in adata ({pert_col})")
+    subset = adata[labels.isin([*perts, control]).to_numpy()].copy()
+    subset.obs[pert_col] = subset.obs[pert_col].astype(str).astype("category")
+    return subset
