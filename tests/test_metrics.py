@@ -14,6 +14,7 @@ from vcell_lib.data import normalize_log1p
 from vcell_lib.metrics import (
     VCC_METRICS,
     de_overlap,
+    des_tie_at_cut,
     discrimination_score,
     evaluate,
     score,
@@ -23,16 +24,22 @@ from vcell_lib.metrics import (
 CONTROL = "non-targeting"
 
 
-def make_side(rng, perts, cells, n_controls, n_genes, *, rate=2.0, dtype=np.float32, sparse=False, shift=0.0):
-    """log1p-normalized cells: each perturbation knocks down the gene of its name and raises another."""
+def make_side(
+    rng, perts, cells, n_controls, n_genes, *, rate=2.0, dtype=np.float32, sparse=False, shift=0.0, spread=0, raw=False
+):
+    """log1p-normalized cells (raw counts if `raw`): each perturbation knocks down the gene of its name and raises
+    another, and `spread` more genes."""
     labels = [CONTROL] * n_controls + [p for p in perts for _ in range(cells)]
     counts = rng.poisson(rate, (len(labels), n_genes)).astype(float)
     for i, p in enumerate(perts):
         rows = np.array(labels) == p
         counts[rows, i] = rng.poisson(rate * 0.1, rows.sum())
         counts[rows, (i + 7) % n_genes] += rng.poisson(2 * rate, rows.sum())
+        if spread:
+            raised = (len(perts) + 5 * i + np.arange(spread)) % n_genes
+            counts[np.ix_(rows, raised)] += rng.poisson(rate, (rows.sum(), spread))
     counts += shift * rng.poisson(1.0, counts.shape)
-    X = np.log1p(counts / counts.sum(1, keepdims=True).clip(1) * 50).astype(dtype)
+    X = counts.astype(dtype) if raw else np.log1p(counts / counts.sum(1, keepdims=True).clip(1) * 50).astype(dtype)
     genes = list(perts) + [f"G{g}" for g in range(len(perts), n_genes)]
     obs = pd.DataFrame({"target_gene": labels}, index=[f"cell{i}" for i in range(len(labels))])
     return ad.AnnData(X=sp.csr_matrix(X) if sparse else X, obs=obs, var=pd.DataFrame(index=genes))
@@ -146,6 +153,106 @@ def test_overlap_by_hand():
     assert overlap["A"] == pytest.approx(2 / 3)
     assert overlap["B"] == 0  # no real significant genes: 0, and it counts
     assert de_overlap(pred, real, k=1)["A"] == 0  # real top-1 g1 vs pred top-1 g4
+
+
+def de_table(target, lfcs, fdrs=None, genes=None):
+    """A DE table of one perturbation, as wilcoxon_de lays it out (rows in gene order)."""
+    genes = genes or [f"g{i}" for i in range(len(lfcs))]
+    fdrs = [0.01] * len(lfcs) if fdrs is None else fdrs
+    return pd.DataFrame({"target": target, "gene": genes, "fdr": fdrs, "log2_fold_change": lfcs})
+
+
+def real_with(n_sig, n_genes=8, target="A"):
+    """A real DE table whose first `n_sig` genes are significant, with distinct fold changes."""
+    lfcs = list(np.arange(n_genes, 0, -1.0))
+    return de_table(target, lfcs, [0.01] * n_sig + [0.5] * (n_genes - n_sig))
+
+
+def test_des_tie_at_cut_rule():
+    # Predicted significant genes by |lfc|: inf, inf, inf (three exact zeros), 2, 1, 0.5; g6, g7 not significant.
+    pred = de_table("A", [-np.inf, 2.0, np.inf, -np.inf, 1.0, 0.5, 9.0, 9.0], [0.01] * 6 + [0.5, 0.5])
+    for n_real, tie in [(0, False), (1, True), (2, True), (3, False), (4, False), (5, False), (6, False), (7, False)]:
+        assert des_tie_at_cut(pred, real_with(n_real))["A"] == tie, n_real  # k = |real_sig| = n_real
+    # overlap_at_k cuts at min(k, |real_sig|): 5 real significant genes, k = 2 cuts inside the block of infinities
+    assert des_tie_at_cut(pred, real_with(5), k=2)["A"]
+    assert not des_tie_at_cut(pred, real_with(5), k=3)["A"]
+    assert not des_tie_at_cut(pred, real_with(3), k=500)["A"]  # min(500, 3) = 3: just after the block
+    assert des_tie_at_cut(pred, real_with(2), k=50)["A"]  # min(50, 2) = 2: inside the block
+    # Equality in float32: 1 + 1e-9 is 1 in float32 (tie), 1 + 1e-6 is not.
+    assert des_tie_at_cut(de_table("A", [3.0, 1.0, 1 + 1e-9]), real_with(2))["A"]
+    assert not des_tie_at_cut(de_table("A", [3.0, 1.0, 1 + 1e-6]), real_with(2))["A"]
+    # Fewer than k + 1 predicted significant genes: nothing is cut off, no tie at the cut.
+    assert not des_tie_at_cut(de_table("A", [np.inf, np.inf]), real_with(2))["A"]
+    assert not des_tie_at_cut(de_table("A", [np.inf, np.inf, np.inf], [0.01, 0.01, 0.5]), real_with(2))["A"]
+    # With k given the real list is cut too: a tie across its cut makes the value order-dependent as well.
+    real_tied = de_table("A", [5.0, np.inf, -np.inf, 1.0])
+    assert des_tie_at_cut(de_table("A", [4.0, 3.0, 2.0, 1.0]), real_tied, k=1)["A"]
+    assert not des_tie_at_cut(de_table("A", [4.0, 3.0, 2.0, 1.0]), real_tied)["A"]  # k = 4: the whole real list
+
+
+def test_tied_genes_are_ranked_in_gene_order_and_only_the_flag_tells():
+    # Three genes with lfc -inf (exact zeros); the one real significant gene is the third of them.
+    pred = de_table("A", [-np.inf, -np.inf, -np.inf, 1.0])
+    real = de_table("A", [0.1, 0.1, -3.0, 0.2], [0.5, 0.5, 0.01, 0.5])
+    assert de_overlap(pred, real)["A"] == 0  # gene order: g0 first, top-1 = {g0}
+    assert de_overlap(pred.iloc[::-1], real)["A"] == 1  # the same genes in another row order: top-1 = {g2}
+    assert des_tie_at_cut(pred, real)["A"] and des_tie_at_cut(pred.iloc[::-1], real)["A"]
+
+
+def relu_prediction(pred, seed=7):
+    """A noisy prediction through a ReLU: the i-th perturbation predicts i + 1 genes as fully off (exact zeros).
+
+    For even i its own target (a real DE gene) is one of them. The noise makes exact zeros in single cells too.
+    """
+    rng = np.random.default_rng(seed)
+    X = np.asarray(pred.X.toarray() if sp.issparse(pred.X) else pred.X, dtype=np.float32)
+    X = X + rng.normal(0.0, 0.15, X.shape).astype(np.float32)
+    labels = pred.obs["target_gene"].to_numpy()
+    perts = sorted(set(labels) - {CONTROL})
+    for i, p in enumerate(perts):
+        off = np.arange(20, 21 + i) % pred.n_vars
+        if i % 2 == 0 and p in pred.var_names:
+            off = np.r_[pred.var_names.get_loc(p), off[:-1]]
+        X[np.ix_(labels == p, off)] = -1.0
+    out = pred.copy()
+    out.X = np.maximum(X, 0.0)
+    return out
+
+
+def test_evaluate_flags_ties_and_warns_once():
+    pred, real = make_pair(n_perts=12, n_genes=60)
+    relu = relu_prediction(pred)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = evaluate(relu, real)
+    ties = [w for w in caught if "des_tie_at_cut" in str(w.message)]
+    assert len(ties) == 1 and issubclass(ties[0].category, UserWarning)
+    flagged = table["des_tie_at_cut"]
+    assert table["des_tie_at_cut"].dtype == bool and 0 < flagged.sum() < len(flagged)  # both kinds occur
+    assert f"{flagged.sum()} of {len(flagged)} perturbations" in str(ties[0].message)
+    de_pred, de_real = wilcoxon_de(relu), wilcoxon_de(real)
+    pd.testing.assert_series_equal(flagged, des_tie_at_cut(de_pred, de_real), check_names=False)
+    # The flag is exactly the rule: the k-th and (k+1)-th predicted significant |lfc|, k = |real_sig|, are equal.
+    for target, rows in de_pred.groupby("target"):
+        strength = np.sort(np.abs(rows.loc[rows["fdr"] < 0.05, "log2_fold_change"].to_numpy(np.float32)))[::-1]
+        k = table.loc[target, "n_sig_real"]
+        assert flagged[target] == (0 < k < len(strength) and strength[k - 1] == strength[k]), target
+    # Reordering the rows of the DE table reorders tied genes: unflagged perturbations cannot move, and some
+    # flagged one does.
+    moved = set()
+    for seed in range(10):
+        shuffled_rows = de_pred.sample(frac=1.0, random_state=seed)
+        for k in (None, 50):
+            other = de_overlap(shuffled_rows, de_real, k)
+            expected = table["overlap_at_N" if k is None else f"overlap_at_{k}"]
+            changed = other.index[~np.isclose(other, expected.loc[other.index])]
+            assert set(changed) <= set(des_tie_at_cut(de_pred, de_real, k)[lambda f: f].index)
+            moved |= set(changed)
+    assert moved
+    # Without exact zeros there is nothing to flag, and no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not evaluate(pred, real)["des_tie_at_cut"].any()
 
 
 # ----------------------------------------------------------------------------- input checks
