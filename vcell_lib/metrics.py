@@ -338,6 +338,8 @@ def des_tie_at_cut(de_pred: pd.DataFrame, de_real: pd.DataFrame, k: int | None =
     cut). A flagged perturbation's DES is not defined by the metric: it depends on how tied genes are ordered
     (this library: gene order; cell-eval 0.8.2: polars' internal order, which changes with its thread count).
     Exact zeros in a prediction (a ReLU output) are the usual cause: they give blocks of +-inf fold changes.
+
+    Returns a boolean Series indexed by perturbation, aligned with `de_overlap(de_pred, de_real, k)`.
     """
     return _tie_at_cut(_significant(de_pred), _significant(de_real), k)
 
