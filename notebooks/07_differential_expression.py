@@ -31,6 +31,7 @@
 # - correct thousands of p-values with Benjamini-Hochberg, and explain why the scope of the correction (per perturbation or global) changes the significant genes;
 # - compute fold changes as cell-eval does, infinite ones included, and the overlap score (DES) from two DE tables;
 # - explain how the number of predicted cells and the predicted control cells move the score, and estimate its half-split data ceiling on real data.
+# - tell when DES is not defined (its top-$k$ cut inside a block of tied fold changes, as exact zeros produce) and keep a model's predictions out of that case;
 #
 # **Prerequisites:** pseudobulk, effect vectors and the THP-1 data from [chapter 4](04_data_for_modelling.ipynb); how a prediction is laid out and compared with real cells, each side against its own controls, from [chapter 5](05_mae.ipynb).
 # ```
@@ -64,7 +65,13 @@ from vcell_lib.data import (
     select_perturbations,
 )
 from vcell_lib.env import by_mode, set_seed, versions
-from vcell_lib.metrics import de_direction_match, de_overlap, evaluate, wilcoxon_de
+from vcell_lib.metrics import (
+    de_direction_match,
+    de_overlap,
+    des_tie_at_cut,
+    evaluate,
+    wilcoxon_de,
+)
 from vcell_lib.plotting import PALETTE, style
 from vcell_lib.simulate import simulate_perturbseq, true_effects
 
@@ -848,6 +855,124 @@ assert (
 # When you compare models on DES, check that they predicted the same number of cells and used the same controls.
 
 # %% [markdown]
+# ## When the cut falls inside a tie
+#
+# Many models end with a ReLU, $\max(0, \cdot)$, so their predictions hold exact zeros; STATE's transition model applies one to its gene-space outputs.
+# A gene that a model predicts as exactly 0 in *every* cell of a perturbation, while the controls express it, gets $\text{lfc} = -\infty$.
+# All such genes share $|\text{lfc}| = \infty$ and rank first, in a block of equal values.
+# DES keeps the top $k$; when the block runs past position $k$, the metric does not say which of the tied genes are kept, and neither does cell-eval.
+# The library keeps them in gene order (the order of `var_names`), a documented choice.
+# cell-eval 0.8.2 keeps them in polars' internal order, which depends on the number of threads: when we cross-checked such predictions, the same prediction got a different DES with `POLARS_MAX_THREADS=1` and with 2.
+#
+# The rule the library applies: with the predicted significant genes sorted by $|\text{lfc}|$ (in float32, as cell-eval compares them) and $k$ the cut, the cut is inside a tie when the $k$-th and $(k+1)$-th values are equal.
+# `evaluate` reports it per perturbation in the column `des_tie_at_cut`, and warns once when any perturbation is flagged; `des_tie_at_cut(de_pred, de_real, k)` does the same from two DE tables.
+#
+# A small case: the perfect replicate, passed through a model that outputs exactly 0 wherever the perturbation's mean is below 0.1 (weakly expressed genes), and for the silenced target itself.
+
+# %%
+relu_pred = perfect.copy()
+relu_labels = relu_pred.obs[PERT].astype(str).to_numpy()
+for pert_name in targets:
+    rows = relu_labels == pert_name
+    switched_off = relu_pred.X[rows].mean(axis=0) < 0.1
+    switched_off[relu_pred.var_names.get_loc(pert_name)] = True  # the silenced target
+    relu_pred.X[np.ix_(rows, switched_off)] = 0.0
+relu_table = evaluate(relu_pred, real)  # warns: some cuts fall inside a tie
+de_relu = wilcoxon_de(relu_pred)
+relu_flagged = relu_table["des_tie_at_cut"]
+print(f"flagged: {relu_flagged.sum()} of {len(relu_flagged)} perturbations")
+assert relu_flagged.equals(des_tie_at_cut(de_relu, de_real).loc[relu_flagged.index])
+
+# one flagged perturbation: its predicted significant genes around the cut
+shown = relu_flagged.index[relu_flagged][0]
+k_shown = relu_table.loc[shown, "n_sig_real"]
+ranked_shown = de_relu[(de_relu["target"] == shown) & (de_relu["fdr"] < 0.05)]
+order = np.argsort(-ranked_shown["log2_fold_change"].abs().to_numpy(), kind="stable")
+ranked_shown = ranked_shown.iloc[order].reset_index(drop=True)
+ranked_shown.index += 1  # rank 1 = largest |lfc|
+real_genes_shown = de_real[(de_real["target"] == shown) & (de_real["fdr"] < 0.05)]
+ranked_shown["real significant"] = ranked_shown["gene"].isin(real_genes_shown["gene"])
+block = np.isinf(ranked_shown["log2_fold_change"]).sum()
+print(
+    f"{shown}: lfc = -inf for the top {block} of {len(ranked_shown)} predicted significant genes"
+)
+print(
+    f"k = {k_shown} real significant genes; the predicted ones ranked around the cut:"
+)
+print(ranked_shown.loc[max(1, k_shown - 2) : k_shown + 3].to_string())
+assert np.isinf(ranked_shown.loc[[k_shown, k_shown + 1], "log2_fold_change"]).all()
+
+# %% [markdown]
+# Rank $k$ and rank $k+1$ both hold $-\infty$: the cut splits the block.
+# Which tied genes land in the top $k$ is a matter of order, and the order decides the score.
+# `de_overlap` keeps tied genes in the order of the rows of the DE table, so shuffling the rows tries other tie orders:
+
+# %%
+tie_orders = pd.DataFrame(
+    {
+        seed: de_overlap(de_relu.sample(frac=1.0, random_state=seed), de_real)
+        for seed in range(by_mode(full=20, fast=5))
+    }
+)
+moved = tie_orders.max(axis=1) > tie_orders.min(axis=1)
+print(
+    f"DES in gene order {relu_table['overlap_at_N'].mean():.3f}; "
+    f"over {tie_orders.shape[1]} other tie orders from {tie_orders.mean().min():.3f} "
+    f"to {tie_orders.mean().max():.3f}"
+)
+unflagged = ~relu_flagged.loc[moved.index]
+print(
+    f"perturbations whose DES moved: {moved.sum()}, "
+    f"of which unflagged: {(moved & unflagged).sum()}"
+)
+assert moved.any() and not (moved & unflagged).any()
+
+# %% [markdown]
+# Only flagged perturbations move, and the mean moves with them: for these perturbations DES is not a property of the prediction but of a sort order.
+# What to do as a model builder:
+#
+# - **Check the flag** before trusting DES: the column `des_tie_at_cut` of `evaluate`, or its warning.
+# - **Report DES with and without the flagged perturbations**, and how many were flagged.
+# - **Avoid exact zeros on genes the real data expresses.** Real cells keep sporadic counts of weakly expressed genes, so a model that samples cells from a count distribution rarely predicts a gene as zero in every cell; a clamped regression output does.
+#   If you keep the clamp, add a small positive floor to *every* predicted cell, the predicted controls included: the Wilcoxon ranks, and so the significant genes, do not change, and the formerly tied genes are ordered by their control expression, which any implementation agrees on.
+#   A floor on the perturbed cells only would lift every zero above the control zeros and make genes significant that were not.
+
+# %%
+floored, floored_perturbed_only = relu_pred.copy(), relu_pred.copy()
+floored.X = np.maximum(floored.X, 1e-3)
+perturbed_rows = relu_labels != CONTROL
+floored_perturbed_only.X[perturbed_rows] = np.maximum(
+    floored_perturbed_only.X[perturbed_rows], 1e-3
+)
+floor_tables = {
+    "ReLU output": relu_table,
+    "floor on every cell": evaluate(floored, real),
+    "floor on perturbed cells only": evaluate(floored_perturbed_only, real),
+}
+floor_summary = pd.DataFrame(
+    {
+        name: {
+            "flagged": table["des_tie_at_cut"].sum(),
+            "DES": table["overlap_at_N"].mean(),
+            "DES, unflagged only": table.loc[
+                ~table["des_tie_at_cut"], "overlap_at_N"
+            ].mean(),
+            "predicted significant": table["n_sig_pred"].mean(),
+        }
+        for name, table in floor_tables.items()
+    }
+).T.astype({"flagged": int})
+print(floor_summary.round(3).to_string())
+floor_every = floor_tables["floor on every cell"]
+assert not floor_every["des_tie_at_cut"].any()
+# the same p-values, so the same significant genes
+assert np.array_equal(wilcoxon_de(floored)["fdr"], de_relu["fdr"])
+assert (
+    floor_tables["floor on perturbed cells only"]["n_sig_pred"].mean()
+    > relu_table["n_sig_pred"].mean()
+)
+
+# %% [markdown]
 # ## Real data: THP-1 knockouts
 #
 # On the THP-1 data of chapters 2 and 4 {cite}`papalexi2021` (25 knocked-out genes, 299 measured genes, one cell type), how many genes does each knockout change significantly?
@@ -967,6 +1092,7 @@ assert (
 # - The scope of the false discovery rate matters: per perturbation (cell-eval 0.8) or over all tests (the challenge's 2025 code) gives different lists.
 # - Fold changes are $\log_2$ ratios of $\operatorname{expm1}$ of mean log1p values; with no pseudo-count, genes that switch fully on or off get $\pm\infty$ and rank first.
 # - DES depends on the number of predicted cells and on the predicted controls; identical predicted cells make about half of all genes significant here, null genes included (3.5% of the real tests are), so the score then judges only the fold-change ranking. Even a perfect replicate stays well below 1.
+# - Exact zeros in a prediction (a ReLU output) give blocks of $\pm\infty$ fold changes; when DES's cut falls inside such a block its value depends on how tied genes are ordered (gene order in the library, the thread count in cell-eval 0.8.2). Check `des_tie_at_cut`, report DES with and without the flagged perturbations, and keep exact zeros off genes the real data expresses.
 
 # %% [markdown]
 # ## Exercises

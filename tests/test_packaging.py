@@ -80,3 +80,37 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     assert len(examples) == 2
     for example in examples:
         exec(compile(example.replace("n_cells=1000", "n_cells=50"), "README.md", "exec"), {})
+
+
+def test_dev_extra_lists_what_the_tests_import():
+    """`pip install vcell-lib[dev]` gives the tests every module they import: none is skipped for lack of one."""
+    import ast
+    import sys
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    listed = {
+        re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        for requirement in project["dependencies"] + project["optional-dependencies"]["dev"]
+    }
+    providers = packages_distributions()
+    for path in (ROOT / "tests").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module]
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "importorskip":
+                modules = [node.args[0].value]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in {"vcell_lib", "tests"}:
+                    continue
+                names = {name.lower().replace("_", "-") for name in providers.get(top, [])}
+                assert names & listed, (
+                    f"{path.name} imports {top} ({names or 'not installed'}): add it to the dev extra"
+                )

@@ -3,11 +3,14 @@
 Taught in chapters 05 (MAE), 06 (perturbation discrimination), 07 (differential expression) and 08
 (the score). Inputs are AnnData with log1p-normalized X; each side's effects are taken against its
 own control cells. Where cell-eval makes a numerical choice (float32 casts before thresholds and
-rankings, infinite fold changes, 0-based ranks), this module makes the same one and says so.
+rankings, infinite fold changes, 0-based ranks), this module makes the same one and says so. Where
+cell-eval's result is not defined (DES when its top-k cut splits genes of equal fold change, whose order
+cell-eval leaves to its thread count), this module uses a documented order and flags it: `des_tie_at_cut`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import anndata as ad
@@ -24,6 +27,7 @@ __all__ = [
     "VCC_METRICS",
     "de_direction_match",
     "de_overlap",
+    "des_tie_at_cut",
     "discrimination_score",
     "evaluate",
     "mae",
@@ -266,31 +270,79 @@ def wilcoxon_de(
     )
 
 
-def _significant(de: pd.DataFrame) -> dict[str, list[str]]:
-    """Per target, the significant genes ranked by |log2 fold change| (desc; ties in gene order).
+_NONE_SIGNIFICANT = pd.Series([], dtype=np.float32)
 
-    As cell-eval does, fdr and fold changes are compared in float32.
+
+def _significant(de: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per target, its significant genes in DES order: a Series of float32 |log2 fold change| indexed by gene.
+
+    Significant: fdr < 0.05. The order: |log2 fold change| descending; genes of equal |lfc| keep the order of
+    their rows in `de`, which for `wilcoxon_de`'s tables is the order of the genes (adata.var_names). As in
+    cell-eval, fdr and fold changes are compared in float32. cell-eval orders equal values by polars' internal
+    order instead, which changes with its thread count (see `des_tie_at_cut`).
     """
     sig = de[de["fdr"].to_numpy(dtype=np.float32) < np.float32(FDR_THRESHOLD)]
-    strength = -np.abs(sig["log2_fold_change"].to_numpy(dtype=np.float32))
-    sig = sig.assign(_strength=strength).sort_values(["target", "_strength"], kind="stable")
-    ranked = sig.groupby("target", sort=False)["gene"].agg(list).to_dict()
-    return {t: ranked.get(t, []) for t in de["target"].unique()}
+    strength = np.abs(sig["log2_fold_change"].to_numpy(dtype=np.float32))
+    genes = sig["gene"].to_numpy()
+    ranked = {}
+    for target, rows in sig.groupby("target", sort=False).indices.items():
+        order = rows[np.argsort(-strength[rows], kind="stable")]  # stable: ties stay in row order
+        ranked[target] = pd.Series(strength[order], index=genes[order])
+    return {t: ranked.get(t, _NONE_SIGNIFICANT) for t in de["target"].unique()}
+
+
+def _cut(n_real: int, k: int | None) -> int:
+    """Where DES cuts both ranked lists: after k = |real significant| genes, or min(k, that) for overlap_at_k."""
+    return n_real if k is None else min(k, n_real)
+
+
+def _overlap(pred: dict[str, pd.Series], real: dict[str, pd.Series], k: int | None) -> pd.Series:
+    values = {}
+    for target, real_ranked in real.items():
+        top = _cut(len(real_ranked), k)
+        pred_top = pred.get(target, _NONE_SIGNIFICANT).index[:top]
+        values[target] = 0.0 if top == 0 else len(set(real_ranked.index[:top]) & set(pred_top)) / top
+    return pd.Series(values, dtype=float)
+
+
+def _splits_tie(ranked: pd.Series, top: int) -> bool:
+    """Whether keeping the first `top` genes of a ranked list separates genes of equal |lfc|."""
+    return 0 < top < len(ranked) and ranked.iloc[top - 1] == ranked.iloc[top]
+
+
+def _tie_at_cut(pred: dict[str, pd.Series], real: dict[str, pd.Series], k: int | None) -> pd.Series:
+    flags = {}
+    for target, real_ranked in real.items():
+        top = _cut(len(real_ranked), k)
+        flags[target] = _splits_tie(pred.get(target, _NONE_SIGNIFICANT), top) or _splits_tie(real_ranked, top)
+    return pd.Series(flags, dtype=bool)
 
 
 def de_overlap(de_pred: pd.DataFrame, de_real: pd.DataFrame, k: int | None = None) -> pd.Series:
     """Overlap of significant DE genes: |real_sig ∩ top_k(pred_sig)| / k, k = |real_sig| by default. Ch. 07.
 
-    Genes are ranked by |log2 fold change|; with k given, both lists are cut at min(k, |real_sig|).
-    0 for a perturbation without real significant genes (it still counts in the mean).
+    Genes are ranked by |log2 fold change| in float32, largest first; genes of equal |lfc| keep their row
+    order in the DE table (gene order for `wilcoxon_de`'s tables). With k given, both lists are cut at
+    min(k, |real_sig|). 0 for a perturbation without real significant genes (it still counts in the mean).
+    Where the cut falls inside a block of equal |lfc| (`des_tie_at_cut`), the value depends on that order.
     """
-    real, pred = _significant(de_real), _significant(de_pred)
-    values = {}
-    for target, real_genes in real.items():
-        top = len(real_genes) if k is None else min(k, len(real_genes))
-        pred_genes = pred.get(target, [])
-        values[target] = 0.0 if top == 0 else len(set(real_genes[:top]) & set(pred_genes[:top])) / top
-    return pd.Series(values, dtype=float)
+    return _overlap(_significant(de_pred), _significant(de_real), k)
+
+
+def des_tie_at_cut(de_pred: pd.DataFrame, de_real: pd.DataFrame, k: int | None = None) -> pd.Series:
+    """Per perturbation, whether DES's top-k cut falls inside a block of equal |log2 fold change|. Ch. 07.
+
+    With the predicted significant genes ranked as `de_overlap` ranks them (float32 |lfc|, descending) and
+    k the cut (|real_sig|, or min(k, |real_sig|) when k is given), the cut is inside a tie when the k-th and
+    (k+1)-th values are equal; with fewer than k + 1 predicted significant genes there is none. When k is
+    given, the real list is cut too, and a tie across its cut counts as well (at the default k it is never
+    cut). A flagged perturbation's DES is not defined by the metric: it depends on how tied genes are ordered
+    (this library: gene order; cell-eval 0.8.2: polars' internal order, which changes with its thread count).
+    Exact zeros in a prediction (a ReLU output) are the usual cause: they give blocks of +-inf fold changes.
+
+    Returns a boolean Series indexed by perturbation, aligned with `de_overlap(de_pred, de_real, k)`.
+    """
+    return _tie_at_cut(_significant(de_pred), _significant(de_real), k)
 
 
 def de_direction_match(de_pred: pd.DataFrame, de_real: pd.DataFrame) -> pd.Series:
@@ -320,7 +372,12 @@ def evaluate(
     with a warning), the same genes in the same order, the same perturbations and their own control
     cells. Returns one row per perturbation (sorted names) with columns mae, mse, mae_delta,
     pearson_delta, discrimination_score_l1/l2/cosine, overlap_at_N, overlap_at_50/100/200/500,
-    de_direction_match, n_sig_real and n_sig_pred.
+    de_direction_match, n_sig_real, n_sig_pred and des_tie_at_cut.
+
+    DE genes are ranked by float32 |log2 fold change|, largest first, and genes of equal |lfc| in gene order:
+    a deterministic order, where cell-eval's depends on its thread count. `des_tie_at_cut` (see the function
+    of that name) flags the perturbations whose overlap_at_N depends on that order; a UserWarning gives their
+    number when there are any.
     """
     pred, real = _check_pair(pred, real, pert_col, control)
     pred_bulk, real_bulk = profile_table(pred, by=pert_col), profile_table(real, by=pert_col)
@@ -339,13 +396,24 @@ def evaluate(
 
     de_pred = wilcoxon_de(pred, pert_col=pert_col, control=control, fdr_scope=fdr_scope)
     de_real = wilcoxon_de(real, pert_col=pert_col, control=control, fdr_scope=fdr_scope)
-    table["overlap_at_N"] = de_overlap(de_pred, de_real)
+    ranked_pred, ranked_real = _significant(de_pred), _significant(de_real)  # once per side, for every column
+    table["overlap_at_N"] = _overlap(ranked_pred, ranked_real, None)
     for k in (50, 100, 200, 500):
-        table[f"overlap_at_{k}"] = de_overlap(de_pred, de_real, k)
+        table[f"overlap_at_{k}"] = _overlap(ranked_pred, ranked_real, k)
     table["de_direction_match"] = de_direction_match(de_pred, de_real)
-    for name, de in (("real", de_real), ("pred", de_pred)):
-        significant = de["fdr"].to_numpy(dtype=np.float32) < np.float32(FDR_THRESHOLD)
-        table[f"n_sig_{name}"] = pd.Series(significant, index=de["target"].to_numpy()).groupby(level=0).sum()
+    for name, ranked in (("real", ranked_real), ("pred", ranked_pred)):
+        table[f"n_sig_{name}"] = pd.Series({target: len(genes) for target, genes in ranked.items()}, dtype=int)
+    table["des_tie_at_cut"] = _tie_at_cut(ranked_pred, ranked_real, None)
+    ties = int(table["des_tie_at_cut"].sum())
+    if ties:
+        warnings.warn(
+            f"{ties} of {len(table)} perturbations have DES's top-k cut inside a block of predicted genes with "
+            "equal |log2 fold change| (often +-inf, from exact zeros in the prediction): their overlap_at_N is "
+            "not defined by the metric. This library orders tied genes by gene order; cell-eval's value for them "
+            "depends on its thread count (POLARS_MAX_THREADS). See the column des_tie_at_cut.",
+            UserWarning,
+            stacklevel=2,
+        )
     return table
 
 
