@@ -482,6 +482,7 @@ assert comparison.loc["linear", "PDS"] < comparison.loc["cell mean", "PDS"] + 0.
 des_half = half_table["overlap_at_N"].mean()  # the uncorrected half-split
 des_perfect = comparison.loc["perfect (resample)", "DES"]
 assert des_half < des_perfect < comparison.loc["data ceiling", "DES"]
+assert tables["control mean"]["des_tie_at_cut"].any()  # the warnings above
 
 # %% [markdown]
 # Read the table row by row; the printed numbers are the ones to trust.
@@ -490,6 +491,8 @@ assert des_half < des_perfect < comparison.loc["data ceiling", "DES"]
 # - **The perturbation mean** is the clear winner among baselines on PDS and DES. In this simulator three quarters of the regulatory network is shared between cell types, so an effect measured in contexts A and B transfers well to C. On MAE it is *worse* than the cell mean, and its MAE score is clipped to 0.
 # - **The linear model** is no better than the cell mean here: it is even slightly worse on PDS (0.547 against 0.551) and on DES (0.005 against 0.012). That is a fact about the simulator, not about the method: our network is random, so how a gene responds to other perturbations says nothing about what silencing it does, and a gene embedding learned from responses cannot help. On real screens, where genes of one complex or pathway respond and act together, Ahlmann-Eltze and colleagues found the opposite {cite}`ahlmanneltze2025`. Which baseline wins depends on the data.
 # - **The perfect model** is best on DES (and best or tied on PDS) but does not reach 1 on DES, and its MAE is *worse than the cell mean's*. Its score is far from 1.
+#
+# The warnings printed above the table come from `evaluate`'s tie check (chapter 7): the control mean's fold changes are rounding noise, many of them exactly equal, so for some perturbations the DES cut falls inside a block of tied values; `des_tie_at_cut` flags them, and their DES (near 0 in any order) is not defined by the metric.
 #
 # The MAE result deserves a closer look, because it is the most surprising.
 # MAE compares levels gene by gene, and most genes are not affected by a given perturbation.
