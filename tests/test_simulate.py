@@ -129,6 +129,15 @@ def test_more_capture_means_more_umis():
         ({"total_molecules": -5.0}, "total_molecules"),
         ({"batch_sd": float("nan")}, "batch_sd"),
         ({"n_control_cells": -1}, "n_control_cells"),
+        ({"n_genes": 100.5}, "n_genes=100"),  # the fix is in the message
+        ({"cells_per_perturbation": 2.5}, "cells_per_perturbation"),
+        ({"n_genes": float("nan")}, "n_genes"),
+        ({"n_genes": float("inf")}, "n_genes"),
+        ({"n_programs": True}, "n_programs"),
+        # 1 regulator among 100 genes, 24 of 30 perturbations asked to silence one: raise regulator_fraction
+        ({"n_genes": 100, "regulator_fraction": 0.01}, "raise regulator_fraction to at least 0.24"),
+        # every gene a regulator, 2 of 10 perturbations asked to silence a non-regulator
+        ({"n_genes": 50, "n_perturbations": 10, "regulator_fraction": 1.0}, "lower regulator_fraction"),
     ],
 )
 def test_bad_parameters_are_named(kwargs, name):
@@ -136,6 +145,13 @@ def test_bad_parameters_are_named(kwargs, name):
         simulate_perturbseq(**kwargs)
     with pytest.raises(TypeError):
         simulate_perturbseq(n_cells=3)  # not a parameter: Python's own error names it
+
+
+def test_integral_floats_are_accepted_as_integers():
+    params = SimulationParams(**{**TINY, "n_genes": 60.0, "cells_per_perturbation": np.float64(20)})
+    assert type(params.n_genes) is int and type(params.cells_per_perturbation) is int
+    as_floats = simulate_perturbseq(params, seed=11)
+    assert fingerprint(as_floats) == fingerprint(simulate_perturbseq(seed=11, **TINY))
 
 
 def test_true_effects_needs_simulated_data():

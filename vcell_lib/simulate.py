@@ -63,16 +63,20 @@ class SimulationParams:
     batch_depth_sd: float = 0.2  # per-batch log shift of capture
 
     def __post_init__(self) -> None:
-        for name in ("n_genes", "n_perturbations", "n_contexts", "cells_per_perturbation", "n_batches"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("n_control_cells", "n_programs", "targets_per_regulator", "network_depth"):
-            value = getattr(self, name)
-            if int(value) != value or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        # Sizes must be whole numbers; an integral float (100.0) is accepted and stored as an int.
+        for name, minimum in (
+            *(
+                (name, 1)
+                for name in ("n_genes", "n_perturbations", "n_contexts", "cells_per_perturbation", "n_batches")
+            ),
+            *((name, 0) for name in ("n_control_cells", "n_programs", "targets_per_regulator", "network_depth")),
+        ):
+            object.__setattr__(self, name, _whole_number(name, getattr(self, name), minimum))
         if self.n_perturbations > self.n_genes:
-            raise ValueError(f"n_perturbations ({self.n_perturbations}) cannot exceed n_genes ({self.n_genes})")
+            raise ValueError(
+                f"n_perturbations ({self.n_perturbations}) cannot exceed n_genes ({self.n_genes}): "
+                "each perturbation silences a different gene; lower n_perturbations or raise n_genes"
+            )
         for name in (
             "regulator_fraction",
             "edge_keep",
@@ -91,10 +95,44 @@ class SimulationParams:
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
-        for name in ("context_sd", "edge_weight_sd", "program_sd", "size_sd", "batch_sd", "batch_depth_sd"):
+        for name in (
+            "context_sd",
+            "edge_weight_sd",
+            "program_sd",
+            "size_sd",
+            "batch_sd",
+            "batch_depth_sd",
+        ):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+        # Enough regulators, and enough other genes, for the perturbations asked for.
+        g, n_perts = self.n_genes, self.n_perturbations
+        n_regulators = max(1, round(self.regulator_fraction * g))
+        n_reg_perts = round(self.perturb_regulators * n_perts)
+        if n_reg_perts > n_regulators:
+            raise ValueError(
+                f"perturb_regulators={self.perturb_regulators} of n_perturbations={n_perts} asks for {n_reg_perts} "
+                f"silenced regulators, but regulator_fraction={self.regulator_fraction} of n_genes={g} makes only "
+                f"{n_regulators}: raise regulator_fraction to at least {n_reg_perts / g:g}, "
+                "or lower perturb_regulators or n_perturbations"
+            )
+        if n_perts - n_reg_perts > g - n_regulators:
+            raise ValueError(
+                f"n_perturbations={n_perts} with perturb_regulators={self.perturb_regulators} asks for "
+                f"{n_perts - n_reg_perts} silenced non-regulators, but regulator_fraction={self.regulator_fraction} "
+                f"of n_genes={g} leaves only {g - n_regulators}: lower regulator_fraction to at most "
+                f"{(g - n_perts + n_reg_perts) / g:g}, or raise perturb_regulators"
+            )
+
+
+def _whole_number(name: str, value, minimum: int) -> int:
+    """`value` as an int, or a ValueError naming `name` and the fix unless it is a whole number >= minimum."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if number and np.isfinite(value) and value == int(value) and value >= minimum:
+        return int(value)
+    hint = f"e.g. {name}={max(minimum, round(value))}" if number and np.isfinite(value) else "a whole number"
+    raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}: pass {hint}")
 
 
 def _network(
