@@ -72,7 +72,7 @@ class SimulationParams:
     batch_sd: float = 0.1  # per-gene log shift per batch
     batch_depth_sd: float = 0.2  # per-batch log shift of capture
     # Opt-in, off by default: what makes real screens harder, or easier, for models than the above.
-    shared_response: float = 0.0  # log size of a response shared by all perturbations (systematic variation)
+    shared_response: float = 0.0  # sd (log) of a response all perturbations share, on the genes it moves
     program_shift: float = 0.0  # sd of each perturbation's shift of each program's mean score
     n_gene_features: int = 0  # features per gene in varm["gene_features"]; > 0 also lets a latent shape the GRN
     feature_informativeness: float = 0.5  # share of the features' variance that comes from the gene latent
@@ -248,8 +248,7 @@ def simulate_perturbseq(
     elif overrides:
         params = SimulationParams(**{**asdict(params), **overrides})
     rng = np.random.default_rng(seed)
-    # The opt-in knobs draw from generators of their own: the main stream, and with it every other
-    # term, is the same whether a knob is on or off.
+    # The opt-in knobs draw from generators of their own: the main stream stays as with the knobs off.
     shared_rng, program_rng, feature_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     g, n_ctx = params.n_genes, params.n_contexts
     genes = np.array([f"G{i:05d}" for i in range(g)])
