@@ -586,8 +586,8 @@ def average_of_the_others(data) -> float:
 
 
 pairs = np.triu_indices(params.n_perturbations, 1)
-private_r = effect_correlations(sim)[pairs].mean()
-shared_r = effect_correlations(systematic)[pairs].mean()
+private_r = float(effect_correlations(sim)[pairs].mean())
+shared_r = float(effect_correlations(systematic)[pairs].mean())
 private_mean, shared_mean = (
     average_of_the_others(sim),
     average_of_the_others(systematic),
@@ -626,7 +626,7 @@ plt.show()
 # %% [markdown]
 # On the left, with the defaults, the effects of two perturbations are nearly unrelated (mean $r$ = {glue:text}`private_r:.3f`).
 # On the right they correlate (mean $r$ = {glue:text}`shared_r:.3f`), the more so the stronger both perturbations show the shared response (the rows and columns are sorted by its strength, weakest first); the program shifts add a weaker pattern of their own.
-# The mean effect of all *other* perturbations now predicts a perturbation's true effect with a median $r$ of {glue:text}`shared_mean:.2f`, against {glue:text}`private_mean:.2f` without the knobs.
+# The mean effect of all *other* perturbations now predicts a perturbation's true effect with a median $r$ of {glue:text}`shared_mean:.2f`, against {glue:text}`private_mean:.3f` without the knobs.
 # A baseline that predicts the average perturbed cell, such as the challenge's cell-mean baseline, gets this shared part right without knowing anything about the silenced gene; chapters 5 and 8 show what it does to the metrics.
 # On such data a model's merit is what it predicts *beyond* the shared response.
 #
@@ -666,9 +666,8 @@ for knob in KNOBS:  # only the truth is needed: few cells suffice
         params, seed=0, n_gene_features=16, feature_informativeness=knob, **FEATURES
     )
     by_knob[knob] = feature_vs_effect(featured)
-    spearman[knob] = pd.Series(by_knob[knob][0]).corr(
-        pd.Series(by_knob[knob][1]), method="spearman"
-    )
+    cosine, r = by_knob[knob]
+    spearman[knob] = float(pd.Series(cosine).corr(pd.Series(r), method="spearman"))
     print(f"feature_informativeness {knob:.2f}: Spearman r = {spearman[knob]:.2f}")
 glue("spearman_0", spearman[0.0], display=False)
 glue("spearman_1", spearman[1.0], display=False)
