@@ -30,7 +30,8 @@
 # - write the noise model $X_p = T_p(X_0) + H + \varepsilon$ and name the biological or technical source of each term;
 # - simulate a Perturb-seq experiment with known ground truth, and switch each term on and off;
 # - explain why a perturbation's effect is only defined against control cells of the same cell type, and what batch effects do;
-# - estimate how many cells are needed to detect an effect of a given size.
+# - estimate how many cells are needed to detect an effect of a given size;
+# - explain systematic variation and informative gene features, and switch both on in the simulator.
 #
 # **Prerequisites:** bursting, capture and overdispersion from [chapter 1](01_central_dogma.ipynb); AnnData, normalization and log1p from [chapter 2](02_single_cell_data.ipynb).
 # ```
@@ -42,11 +43,15 @@ if "google.colab" in sys.modules:  # On Colab only: install the book's library.
     import subprocess
 
     PACKAGE = "vcell-lib @ git+https://github.com/virtual-cell-book/virtual-cell-book"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+    # myst-nb: `glue` passes numbers from the code to the prose (the book's build shows them)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", PACKAGE, "myst-nb"], check=True
+    )
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from myst_nb import glue
 
 from vcell_lib.data import CONTROL, normalize_log1p, perturbation_effects, pseudobulk
 from vcell_lib.env import by_mode, set_seed, versions
@@ -544,6 +549,158 @@ assert matched < confounded
 # Two defences follow, and chapter 4 builds both: compare each perturbed cell with controls from the same batch where possible, and never let batch membership line up with what you are trying to predict.
 
 # %% [markdown]
+# ## What real screens add: shared responses and informative genes
+#
+# In the simulator so far, every perturbation's effect is a private random path through the network: two perturbations share a downstream gene only by chance, and nothing about a perturbation can be known before it is measured.
+# Real screens differ in two ways; the first flatters simple models, the second rewards good ones.
+#
+# First, many perturbations provoke a common response.
+# Silencing an essential gene stresses the cell and slows its growth, so fewer of its cells are dividing: the perturbed cells then differ from controls in a similar direction, whichever gene was silenced.
+# Viñas Torné and colleagues call this {term}`systematic variation` and measured it in ten perturbation datasets {cite}`vinastorne2025`.
+# It comes from biology and from the choice of genes in a screen (a panel of essential genes shares one response), and it lets a prediction that knows only the *average* perturbed cell look good on metrics that compare effects, so that methods seem to predict more than they do.
+# Two knobs of the simulator, both off by default, add it:
+#
+# - `shared_response` sets the size of a response along one fixed direction $d$ of gene space (a fifth of the genes move), which each perturbation $p$ shows with its own strength $s_p$: some strongly, some barely;
+# - `program_shift` lets each perturbation move the mean activity $\Delta z_p$ of the cell programs of $H$, for example fewer cells in a cycling program.
+#
+# Both add to $T_p$: the mean effect of $p$ on gene $g$ becomes $\bar k\, a_{cpg} + s_p d_g + (L^\top \Delta z_p)_g$, with $\bar k$ the mean knockdown strength, and each cell carries the two new terms in proportion to its own knockdown (escapers show none).
+# Both are in the stored truth, so `true_effects` still holds each perturbation's complete mean effect.
+# We simulate the same experiment with both knobs on and compare the true effects of all pairs of perturbations.
+
+# %%
+SYSTEMATIC = {"shared_response": 0.3, "program_shift": 0.3}
+systematic = simulate_perturbseq(params, seed=0, **SYSTEMATIC)
+
+
+def effect_correlations(data) -> np.ndarray:
+    """Pearson r between the true effects (context A) of every pair of perturbations."""
+    effects = true_effects(data).xs("context_A", level="cell_type").to_numpy()
+    return np.corrcoef(effects)
+
+
+def average_of_the_others(data) -> float:
+    """Median r between each perturbation's true effect and the mean of all the others'."""
+    effects = true_effects(data).xs("context_A", level="cell_type").to_numpy()
+    others = (effects.sum(0) - effects) / (len(effects) - 1)
+    return float(np.median([np.corrcoef(e, o)[0, 1] for e, o in zip(effects, others)]))
+
+
+pairs = np.triu_indices(params.n_perturbations, 1)
+private_r = float(effect_correlations(sim)[pairs].mean())
+shared_r = float(effect_correlations(systematic)[pairs].mean())
+private_mean, shared_mean = (
+    average_of_the_others(sim),
+    average_of_the_others(systematic),
+)
+print(f"mean r between two perturbations' effects: {private_r:.3f} -> {shared_r:.3f}")
+print(
+    f"median r, effect vs mean of the others:    {private_mean:.3f} -> {shared_mean:.3f}"
+)
+glue("private_r", private_r, display=False)
+glue("shared_r", shared_r, display=False)
+glue("private_mean", private_mean, display=False)
+glue("shared_mean", shared_mean, display=False)
+assert shared_r > private_r + 0.1 and shared_mean > private_mean + 0.2
+# Same seed, every other draw unchanged: the network's part of the truth is the same.
+assert (systematic.obs["knockdown"] == sim.obs["knockdown"]).all()
+
+# %% tags=["hide-input"]
+order = np.argsort(systematic.uns["truth"]["shared_strength"])  # weakest share first
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+for ax, data, title in (
+    (axes[0], sim, "private effects (defaults)"),
+    (axes[1], systematic, "with the shared response and program shifts"),
+):
+    r = effect_correlations(data)[np.ix_(order, order)]
+    np.fill_diagonal(r, np.nan)  # a perturbation against itself says nothing
+    image = ax.imshow(r, cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set(
+        title=title,
+        xlabel="perturbation (by shared strength)",
+        ylabel="perturbation (by shared strength)",
+    )
+    ax.grid(False)
+fig.colorbar(image, ax=axes, shrink=0.8, label="r between true effects (context A)")
+plt.show()
+
+# %% [markdown]
+# On the left, with the defaults, the effects of two perturbations are nearly unrelated (mean $r$ = {glue:text}`private_r:.3f`).
+# On the right they correlate (mean $r$ = {glue:text}`shared_r:.3f`), the more so the stronger both perturbations show the shared response (the rows and columns are sorted by its strength, weakest first); the program shifts add a weaker pattern of their own.
+# The mean effect of all *other* perturbations now predicts a perturbation's true effect with a median $r$ of {glue:text}`shared_mean:.2f`, against {glue:text}`private_mean:.3f` without the knobs.
+# A baseline that predicts the average perturbed cell, such as the challenge's cell-mean baseline, gets this shared part right without knowing anything about the silenced gene; chapters 5 and 8 show what it does to the metrics.
+# On such data a model's merit is what it predicts *beyond* the shared response.
+#
+# Second, in a real screen we know something about every gene before silencing it: its protein's sequence, its known functions, the genes it interacts with.
+# Genes whose proteins work together, in one complex or pathway, tend to have similar effects when silenced, and a model can use such knowledge to predict a perturbation it has never seen: STATE describes each gene by ESM-2 embeddings of its protein ([chapter 9](09_esm_gene_embeddings.ipynb)).
+# With `n_gene_features > 0` the simulator draws the analogue.
+# Each gene gets a hidden position in a small latent space (`uns["truth"]["gene_latent"]`); a regulator picks its targets among the genes aligned or opposed with it there, activating the aligned ones and repressing the opposed ones, so that genes close in the latent regulate alike.
+# Each gene also gets `n_gene_features` features, stored in `varm["gene_features"]`: a random linear read-out of its latent, mixed with noise.
+# `feature_informativeness` is the latent's share of the features' variance: at 1 the features are the latent seen through a random rotation, at 0 they are pure noise.
+# They are the simulator's analogue of ESM-2 gene embeddings, and later chapters can use them as such, with one difference: here we can dial how much they know.
+# Do perturbations of genes with similar features have similar effects?
+# With the same seed, the latent and the network stay the same as the knob moves; only the features change.
+
+# %%
+FEATURES = {"n_perturbations": 60, "cells_per_perturbation": 10, "n_control_cells": 10}
+KNOBS = [0.0, 0.25, 0.5, 0.75, 1.0]  # feature_informativeness
+
+
+def feature_vs_effect(data) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair of silenced regulators: cosine of their features, r of their true effects.
+
+    The effects leave out the silenced genes' own columns: a perturbation's knockdown
+    of its own target says nothing about how it resembles another.
+    """
+    effects = true_effects(data).xs("context_A", level="cell_type")
+    regulators = [p for p in effects.index if data.var.loc[p, "is_regulator"]]
+    r = np.corrcoef(effects.loc[regulators].drop(columns=effects.index).to_numpy())
+    features = data.varm["gene_features"][data.var_names.get_indexer(regulators)]
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    upper = np.triu_indices(len(regulators), 1)
+    return (unit @ unit.T)[upper], r[upper]
+
+
+by_knob, spearman = {}, {}
+for knob in KNOBS:  # only the truth is needed: few cells suffice
+    featured = simulate_perturbseq(
+        params, seed=0, n_gene_features=16, feature_informativeness=knob, **FEATURES
+    )
+    by_knob[knob] = feature_vs_effect(featured)
+    cosine, r = by_knob[knob]
+    spearman[knob] = float(pd.Series(cosine).corr(pd.Series(r), method="spearman"))
+    print(f"feature_informativeness {knob:.2f}: Spearman r = {spearman[knob]:.2f}")
+glue("spearman_0", spearman[0.0], display=False)
+glue("spearman_1", spearman[1.0], display=False)
+assert spearman[1.0] > 0.3 and abs(spearman[0.0]) < 0.15
+assert spearman[1.0] > spearman[0.5] > spearman[0.0]
+assert np.allclose(
+    by_knob[0.0][1], by_knob[1.0][1]
+)  # the same effects: only features change
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+for ax, knob in zip(axes, (0.0, 1.0)):
+    cosine, r = by_knob[knob]
+    ax.scatter(cosine, r, s=6, alpha=0.4, color=PALETTE["prediction"])
+    ax.axhline(0, color="black", lw=0.5)
+    ax.axvline(0, color="black", lw=0.5)
+    ax.set(
+        xlabel="cosine similarity of the two genes' features",
+        title=f"feature_informativeness = {knob:g} (Spearman r {spearman[knob]:.2f})",
+        xlim=(-1, 1),
+    )
+axes[0].set_ylabel("r between the two perturbations' true effects")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Each point is a pair of silenced regulators.
+# With informative features (right), pairs with similar features tend to have correlated effects and pairs with opposed features anti-correlated ones (Spearman $r$ = {glue:text}`spearman_1:.2f`); with uninformative features (left) the cloud is flat ({glue:text}`spearman_0:.2f`), and in between the correlation grows with the knob (printed above).
+# Even fully informative features leave most of an effect open: the latent only sets which targets a regulator tends to choose; which ones it picks, the weights and the edges active in each context are still random.
+# This is also the situation of a model with ESM-2 embeddings of real genes: the features help to an extent nobody knows in advance, whereas here we can set it.
+# Exercise 4 uses the features to predict unseen perturbations.
+
+# %% [markdown]
 # ## Summary
 #
 # - Measured expression mixes four layers: the cell type's basal program $X_0$, the perturbation effect $T_p$, biological variability $H$ (programs, cell size, bursting) and technical noise $\varepsilon$ (capture, sequencing depth, batch, binomial thinning).
@@ -552,6 +709,7 @@ assert matched < confounded
 # - An effect is only defined against controls of the same cell type (and ideally the same batch); the wrong reference swamps the effect.
 # - The detectable effect shrinks as $\sigma\sqrt{1/n + 1/n_0}$: cells per perturbation, and control cells, limit what any dataset, and so any model, can show.
 # - More cells never make the measured effect equal the true one: log1p compression and library-size renormalization remain.
+# - Real screens add two things, both opt-in in the simulator: a response shared by many perturbations ({term}`systematic variation`: `shared_response`, `program_shift`), which lets a prediction of the average perturbed cell look good, and gene features that tell about a gene's effect before it is measured (`n_gene_features`, `feature_informativeness`), the simulator's analogue of ESM-2 gene embeddings.
 
 # %% [markdown]
 # ## Exercises
@@ -605,6 +763,60 @@ p0 = list(half.uns["truth"]["perturbations"])[0]
 ratio = true_effects(half).loc[("context_A", p0), p0] / truth.loc[("context_A", p0), p0]
 print(f"self-effect ratio: {ratio:.3f}")
 assert abs(ratio - 0.5 / 0.9) < 1e-9
+
+# %% [markdown]
+# **4. Predicting an unseen perturbation from gene features.**
+# Simulate with `n_gene_features=16` and 60 perturbations (`FEATURES` above).
+# For every silenced regulator, predict its true effect in context A from the *other* regulators in three ways: (a) the mean of their effects; (b) the average of their effects weighted by the cosine similarity of features (negative weights for opposed genes); (c) both, (a) plus the weighted average of the others' deviations from their mean.
+# Score each by its median Pearson $r$ with the truth, with `feature_informativeness` 1 and 0, each without and with `shared_response=0.3`.
+# Which predictor wins, and when?
+
+
+# %% tags=["hide-cell"]
+# Solution. Without a shared response the mean of the others knows nothing (r near 0), and the
+# features help only if they are informative. With it, the mean of the others wins over the
+# features alone: it captures the shared part without knowing anything about the gene. The
+# features still add to it when they are informative (c); uninformative ones only add noise.
+def three_predictors(**knobs) -> pd.Series:
+    """Median r with the truth of predictors (a), (b) and (c), over silenced regulators."""
+    data = simulate_perturbseq(params, seed=4, n_gene_features=16, **FEATURES, **knobs)
+    effects = true_effects(data).xs("context_A", level="cell_type")
+    regulators = [p for p in effects.index if data.var.loc[p, "is_regulator"]]
+    features = data.varm["gene_features"][data.var_names.get_indexer(regulators)]
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    weights = unit @ unit.T
+    np.fill_diagonal(weights, 0)  # never a perturbation's own effect
+    weights /= np.abs(weights).sum(1, keepdims=True)
+    truth_r = effects.loc[regulators].to_numpy()
+    mean_others = (truth_r.sum(0) - truth_r) / (len(truth_r) - 1)
+    predictions = {
+        "(a) mean of the others": mean_others,
+        "(b) feature-weighted": weights @ truth_r,
+        "(c) both": mean_others + weights @ (truth_r - truth_r.mean(0)),
+    }
+    return pd.Series(
+        {
+            name: np.median([np.corrcoef(t, p)[0, 1] for t, p in zip(truth_r, pred)])
+            for name, pred in predictions.items()
+        }
+    )
+
+
+answer = pd.DataFrame(
+    {
+        f"informativeness {knob:g}, shared {shared:g}": three_predictors(
+            feature_informativeness=knob, shared_response=shared
+        )
+        for shared in (0.0, 0.3)
+        for knob in (1.0, 0.0)
+    }
+).T
+print(answer.round(2).to_string())
+a, b, c = answer.columns
+assert answer.iloc[0][b] > answer.iloc[0][a] + 0.1  # informative features beat the mean
+assert abs(answer.iloc[1][b]) < 0.1  # uninformative ones know nothing
+assert answer.iloc[2][a] > answer.iloc[2][b]  # the shared response: the mean wins
+assert answer.iloc[2][c] > answer.iloc[2][a]  # informative features still add to it
 
 # %% [markdown]
 # ## References

@@ -9,6 +9,12 @@ Taught in chapter 03. In log space, a perturbed cell's expected expression is
 Biology (H) also sets the cell's size M_i and the bursty, negative-binomial spread of its molecules,
 molecules ~ NegativeBinomial(M_i * lambda_ig / Z_c, theta_g); the measurement (eps) then captures each
 molecule with probability eta_i (per cell, scaled per batch for depth): Binomial thinning.
+
+Opt-in knobs, all off by default, make the data less flattering to models, as real screens are:
+`shared_response` adds a response that every perturbation shares, each with its own strength
+(systematic variation); `program_shift` lets each perturbation move the cell programs of H; and
+`n_gene_features > 0` draws a gene latent that shapes the GRN and gives every gene features,
+`varm["gene_features"]`, that tell about its effect to the degree `feature_informativeness`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from scipy import integrate, special, stats
 from vcell_lib.data import BATCH, CELL_TYPE, CONTROL, PERT
 
 __all__ = ["SimulationParams", "simulate_perturbseq", "true_effects"]
+
+GENE_LATENT_DIM = 6  # dimension of the gene latent behind varm["gene_features"] (n_gene_features > 0)
+LATENT_SHARPNESS = 10.0  # how strongly a regulator picks targets aligned (or opposed) with it in the latent
+SHARED_GENE_FRACTION = 0.2  # genes that the shared response moves
 
 
 @dataclass(frozen=True)
@@ -61,24 +71,35 @@ class SimulationParams:
     dispersion_median: float = 2.0  # NB inverse dispersion theta
     batch_sd: float = 0.1  # per-gene log shift per batch
     batch_depth_sd: float = 0.2  # per-batch log shift of capture
+    # Opt-in, off by default: what makes real screens harder, or easier, for models than the above.
+    shared_response: float = 0.0  # sd (log) of a response all perturbations share, on the genes it moves
+    program_shift: float = 0.0  # sd of each perturbation's shift of each program's mean score
+    n_gene_features: int = 0  # features per gene in varm["gene_features"]; > 0 also lets a latent shape the GRN
+    feature_informativeness: float = 0.5  # share of the features' variance that comes from the gene latent
 
     def __post_init__(self) -> None:
-        for name in ("n_genes", "n_perturbations", "n_contexts", "cells_per_perturbation", "n_batches"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("n_control_cells", "n_programs", "targets_per_regulator", "network_depth"):
-            value = getattr(self, name)
-            if int(value) != value or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        # Sizes must be whole numbers; an integral float (100.0) is accepted and stored as an int.
+        for name, minimum in (
+            *(
+                (name, 1)
+                for name in ("n_genes", "n_perturbations", "n_contexts", "cells_per_perturbation", "n_batches")
+            ),
+            *((name, 0) for name in ("n_control_cells", "n_programs", "targets_per_regulator", "network_depth")),
+            ("n_gene_features", 0),
+        ):
+            object.__setattr__(self, name, _whole_number(name, getattr(self, name), minimum))
         if self.n_perturbations > self.n_genes:
-            raise ValueError(f"n_perturbations ({self.n_perturbations}) cannot exceed n_genes ({self.n_genes})")
+            raise ValueError(
+                f"n_perturbations ({self.n_perturbations}) cannot exceed n_genes ({self.n_genes}): "
+                "each perturbation silences a different gene; lower n_perturbations or raise n_genes"
+            )
         for name in (
             "regulator_fraction",
             "edge_keep",
             "perturb_regulators",
             "escape_fraction",
             "program_gene_fraction",
+            "feature_informativeness",
         ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -91,30 +112,92 @@ class SimulationParams:
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
-        for name in ("context_sd", "edge_weight_sd", "program_sd", "size_sd", "batch_sd", "batch_depth_sd"):
+        for name in (
+            "context_sd",
+            "edge_weight_sd",
+            "program_sd",
+            "size_sd",
+            "batch_sd",
+            "batch_depth_sd",
+            "shared_response",
+            "program_shift",
+        ):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if self.program_shift > 0 and self.n_programs == 0:
+            raise ValueError("program_shift > 0 shifts the cell programs, but n_programs is 0: set n_programs >= 1")
+        # Enough regulators, and enough other genes, for the perturbations asked for.
+        g, n_perts = self.n_genes, self.n_perturbations
+        n_regulators = max(1, round(self.regulator_fraction * g))
+        n_reg_perts = round(self.perturb_regulators * n_perts)
+        if n_reg_perts > n_regulators:
+            raise ValueError(
+                f"perturb_regulators={self.perturb_regulators} of n_perturbations={n_perts} asks for {n_reg_perts} "
+                f"silenced regulators, but regulator_fraction={self.regulator_fraction} of n_genes={g} makes only "
+                f"{n_regulators}: raise regulator_fraction to at least {n_reg_perts / g:g}, "
+                "or lower perturb_regulators or n_perturbations"
+            )
+        if n_perts - n_reg_perts > g - n_regulators:
+            raise ValueError(
+                f"n_perturbations={n_perts} with perturb_regulators={self.perturb_regulators} asks for "
+                f"{n_perts - n_reg_perts} silenced non-regulators, but regulator_fraction={self.regulator_fraction} "
+                f"of n_genes={g} leaves only {g - n_regulators}: lower regulator_fraction to at most "
+                f"{(g - n_perts + n_reg_perts) / g:g}, or raise perturb_regulators"
+            )
+
+
+def _whole_number(name: str, value, minimum: int) -> int:
+    """`value` as an int, or a ValueError naming `name` and the fix unless it is a whole number >= minimum."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if number and np.isfinite(value) and value == int(value) and value >= minimum:
+        return int(value)
+    hint = f"e.g. {name}={max(minimum, round(value))}" if number and np.isfinite(value) else "a whole number"
+    raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}: pass {hint}")
 
 
 def _network(
-    params: SimulationParams, rng: np.random.Generator
+    params: SimulationParams,
+    rng: np.random.Generator,
+    latent: np.ndarray | None = None,
+    latent_rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Regulator flags and the edge list (source, target, weight) of a random sparse GRN."""
+    """Regulator flags and the edge list (source, target, weight) of a random sparse GRN.
+
+    With a gene `latent`, a regulator picks its targets among the genes aligned or opposed with it
+    (probability growing with |cosine|, drawn from `latent_rng`), activates the aligned ones and
+    represses the opposed ones: genes close in the latent regulate alike.
+    """
     g = params.n_genes
     n_regulators = max(1, round(params.regulator_fraction * g))
     regulators = rng.choice(g, n_regulators, replace=False)
     is_regulator = np.zeros(g, dtype=bool)
     is_regulator[regulators] = True
+    if latent is not None:
+        unit = latent / np.linalg.norm(latent, axis=1, keepdims=True)
     sources, targets = [], []
     for s in regulators:
         candidates = np.setdiff1d(np.arange(g), [s])
         chosen = rng.choice(candidates, min(params.targets_per_regulator, g - 1), replace=False)
+        if latent is not None:  # `chosen` is drawn all the same: the main stream stays as without a latent
+            affinity = np.exp(LATENT_SHARPNESS * np.abs(unit[candidates] @ unit[s]))
+            chosen = latent_rng.choice(candidates, len(chosen), replace=False, p=affinity / affinity.sum())
         sources += [s] * len(chosen)
         targets += list(chosen)
     # Clipped so that no single edge more than quadruples or quarters its target per unit knockdown.
     weights = np.clip(rng.normal(0.0, params.edge_weight_sd, len(sources)), -1.5, 1.5)
+    if latent is not None:
+        weights = np.abs(weights) * np.sign(np.sum(unit[sources] * unit[targets], axis=1))
     return is_regulator, np.array(sources, dtype=np.int64), np.array(targets, dtype=np.int64), weights
+
+
+def _gene_features(latent: np.ndarray, n_features: int, informativeness: float, rng: np.random.Generator) -> np.ndarray:
+    """A random linear read-out of the latent, mixed with noise; `informativeness` is the latent's share of variance."""
+    dim = latent.shape[1]
+    basis, _ = np.linalg.qr(rng.normal(0.0, 1.0, (max(dim, n_features), min(dim, n_features))))
+    readout = basis.T if n_features >= dim else basis  # (dim, n_features); keeps angles when n_features >= dim
+    noise = rng.normal(0.0, np.sqrt(min(dim, n_features) / n_features), (len(latent), n_features))  # same scale
+    return np.sqrt(informativeness) * latent @ readout + np.sqrt(1 - informativeness) * noise
 
 
 def _response(
@@ -151,12 +234,22 @@ def simulate_perturbseq(
     quantities (`knockdown`, `escaped`, `size`, `capture`), `obsm["programs"]` (the H factors), and
     `uns["truth"]`: the true mean effect of every perturbation in every context, the GRN and the basal
     programs. Same parameters and seed, same data. `progress=True` shows a progress bar.
+
+    The opt-in knobs add to the truth, only when on: `shared_direction` (genes; the shared response of
+    strength 1) and `shared_strength` (perturbations), whose product joins every effect;
+    `program_shift` (perturbations x programs) and `program_loadings` (programs x genes), whose product
+    joins every effect and whose shift moves the perturbed cells' `obsm["programs"]`; and `gene_latent`
+    (genes x GENE_LATENT_DIM) behind the GRN and behind `varm["gene_features"]` (genes x n_gene_features).
+    Each knob draws from a generator of its own, so switching one on leaves every other term as it was
+    (knockdowns, sizes, captures, batches, programs' draws; n_gene_features redraws the GRN's edges).
     """
     if params is None:
         params = SimulationParams(**overrides)
     elif overrides:
         params = SimulationParams(**{**asdict(params), **overrides})
     rng = np.random.default_rng(seed)
+    # The opt-in knobs draw from generators of their own: the main stream stays as with the knobs off.
+    shared_rng, program_rng, feature_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     g, n_ctx = params.n_genes, params.n_contexts
     genes = np.array([f"G{i:05d}" for i in range(g)])
     contexts = [f"context_{chr(ord('A') + i)}" if n_ctx <= 26 else f"context_{i}" for i in range(n_ctx)]
@@ -167,7 +260,8 @@ def simulate_perturbseq(
     basal += rng.normal(0.0, 2.0, (n_ctx, g)) * (rng.random((n_ctx, g)) < 0.02)
 
     # T_p: a sparse GRN, each edge active or not in each context, propagated from the target.
-    is_regulator, sources, targets, weights = _network(params, rng)
+    latent = feature_rng.normal(0.0, 1.0, (g, GENE_LATENT_DIM)) if params.n_gene_features else None
+    is_regulator, sources, targets, weights = _network(params, rng, latent, feature_rng)
     n_reg_perts = min(round(params.perturb_regulators * params.n_perturbations), int(is_regulator.sum()))
     pert_genes = np.concatenate(
         [
@@ -185,6 +279,16 @@ def simulate_perturbseq(
         lambda e: np.log1p(-min(e, cap)) * stats.beta.pdf(e, alpha, beta), 0, 1, points=[cap], limit=200
     )
     mean_log_knockdown = (1 - params.escape_fraction) * expected
+    extra_truth = {}
+    if params.shared_response > 0:
+        # Systematic variation: one direction in gene space, shown by every perturbation with its own
+        # strength (mean 1; some show it strongly, some barely), the same in every context.
+        direction = shared_rng.normal(0.0, params.shared_response, g) * (shared_rng.random(g) < SHARED_GENE_FRACTION)
+        strength = shared_rng.gamma(2.0, 0.5, len(pert_genes))
+        extra_truth.update(shared_direction=direction, shared_strength=strength)
+        if mean_log_knockdown < 0:  # else every guide failed (escape_fraction=1) and no perturbation acts
+            # Carried by the knockdown like the network's effect: in proportion to a cell's k_i.
+            response = response + strength[:, None] * direction / mean_log_knockdown
     true_effect = mean_log_knockdown * response  # (contexts, perturbations, genes)
 
     # H: cell programs (e.g. cycle, stress) with sparse gene loadings.
@@ -212,6 +316,15 @@ def simulate_perturbseq(
     efficiency = np.where(perturbed & ~escaped, np.minimum(rng.beta(alpha, beta, n), params.knockdown_max), 0.0)
     log_knockdown = np.log1p(-efficiency)
     programs = rng.normal(0.0, 1.0, (n, params.n_programs))
+    if params.program_shift > 0:
+        # Each perturbation moves each program's mean score (e.g. fewer cycling cells), in proportion to
+        # a cell's knockdown as T_p does; the mean change of expression, shift @ loadings, joins the truth.
+        shift = program_rng.normal(0.0, params.program_shift, (len(pert_genes), params.n_programs))
+        extra_truth.update(program_shift=shift, program_loadings=loadings)
+        if mean_log_knockdown < 0:
+            scale = log_knockdown[perturbed] / mean_log_knockdown
+            programs[perturbed] += scale[:, None] * shift[cell_pert[perturbed]]
+            true_effect = true_effect + shift @ loadings
     size = params.total_molecules * np.exp(rng.normal(0.0, params.size_sd, n) - params.size_sd**2 / 2)
     capture_alpha = params.capture_mean * params.capture_concentration
     capture = rng.beta(capture_alpha, params.capture_concentration - capture_alpha, n)
@@ -252,6 +365,10 @@ def simulate_perturbseq(
     var = pd.DataFrame({"is_regulator": is_regulator, "dispersion": dispersion}, index=pd.Index(genes, name="gene"))
     adata = ad.AnnData(X=sp.vstack(chunks, format="csr"), obs=obs, var=var)
     adata.obsm["programs"] = programs
+    if params.n_gene_features:
+        features = _gene_features(latent, params.n_gene_features, params.feature_informativeness, feature_rng)
+        adata.varm["gene_features"] = features.astype(np.float32)
+        extra_truth["gene_latent"] = latent
     adata.uns["truth"] = {
         "contexts": np.array(contexts),
         "perturbations": genes[pert_genes],
@@ -261,6 +378,7 @@ def simulate_perturbseq(
         "grn_target": genes[targets],
         "grn_weight": weights,
         "grn_active": active,
+        **extra_truth,
     }
     adata.uns["simulation"] = {**asdict(params), "seed": seed}
     return adata
