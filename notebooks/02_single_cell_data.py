@@ -251,7 +251,9 @@ assert (fixed.obs[PERT] == CONTROL).sum() == control.sum()
 # %%
 mixed = foreign.copy()
 mixed.obs["gene"] = mixed.obs["gene"].astype(str)
-mixed.obs.loc[mixed.obs_names[:5], "gene"] = CONTROL  # five cells carry the book's label
+mixed.obs.loc[mixed.obs_names[:5], "gene"] = (
+    CONTROL  # five cells carry the book's label
+)
 try:
     load_perturbation_data(mixed, pert_col="gene", control="NTC")
 except ValueError as error:

@@ -387,7 +387,8 @@ def mean_baselines(**knobs) -> pd.Series:
     half_a_k, half_b_k = half_split(
         normalize_log1p(data, target_sum=target_sum), seed=0
     )
-    real_k, train_k = select(half_a_k, test_perts), select(half_b_k, train_perts)
+    real_k = select_perturbations(half_a_k, test_perts)
+    train_k = select_perturbations(half_b_k, train_perts)
     counts_k = real_k.obs[PERT].value_counts().drop(CONTROL)
     return pd.Series(
         {
