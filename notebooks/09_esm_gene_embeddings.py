@@ -546,7 +546,7 @@ print(
 assert np.array_equal(vectors, again) and second_call < first_call / 5
 
 # %% [markdown]
-# The cache key is the model's name and the sequence, not the other arguments: if you change `layer` or `window`, point `cache_dir` at a new folder, or you will get the old vectors back.
+# The cache keeps one file for each combination of everything that changes a vector: the model's name, its weights ("pretrained", or a digest of random weights), the layer and the window; inside it, each sequence is keyed by its sha256. Asking for another layer or window therefore never returns the old vectors.
 #
 # We compare genes by {term}`cosine similarity`.
 # Mean-pooled embeddings share a large common component (every protein is made of the same 20 letters, and the network adds its own biases), so raw cosines are typically all high (the printed range below shows how high).
