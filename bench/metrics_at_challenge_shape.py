@@ -75,7 +75,20 @@ def simulate_pair(n_genes: int, seed: int = 0):
 
 
 def peak_mib() -> float:
+    """This process's peak resident memory so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def memory_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in MiB (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def reset_peak() -> None:
+    """Start measuring the peak anew (Linux >= 4.0), so that loading the data does not count."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def child(which: str, folder: str) -> None:
@@ -114,13 +127,27 @@ def child(which: str, folder: str) -> None:
         a[a.obs["target_gene"].isin([CONTROL, *a.obs["target_gene"].iloc[-3:]]), :300].copy() for a in (real, pred)
     )
     run(warm_pred, warm_real)  # numba compiles once (cell-eval); not timed
-    start = time.perf_counter()
+    del warm_pred, warm_real
+    before = memory_mib("VmRSS")
+    reset_peak()
+    start, cpu = time.perf_counter(), time.process_time()
     table = run(pred, real)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    during = memory_mib("VmHWM")
     with open(f"{folder}/{which}.pkl", "wb") as f:
         pickle.dump(table, f)
     with open(f"{folder}/{which}.json", "w") as f:
-        json.dump({"seconds": seconds, "peak_mib": peak_mib(), "loaded_mib": loaded}, f)
+        json.dump(
+            {
+                "seconds": seconds,
+                "cpu": cpu,
+                "peak_mib": peak_mib(),
+                "loaded_mib": loaded,
+                "before": before,
+                "during": during,
+            },
+            f,
+        )
 
 
 def main() -> None:
@@ -163,11 +190,13 @@ def main() -> None:
                 runs[which] = json.load(f)
             with open(f"{folder}/{which}.pkl", "rb") as f:
                 runs[which]["table"] = pickle.load(f)
+            run = runs[which]
             print(
-                f"  {which:10s} {runs[which]['seconds']:7.2f} s, peak RSS {runs[which]['peak_mib']:6.0f} MiB "
-                f"(after loading the two sides: {runs[which]['loaded_mib']:.0f} MiB)"
+                f"  {which:10s} {run['seconds']:6.2f} s (CPU time {run['cpu']:6.2f} s); peak RSS during the evaluation "
+                f"{run['during']:5.0f} MiB, {run['during'] - run['before']:+5.0f} MiB over the loaded data and "
+                f"libraries ({run['before']:.0f} MiB); process peak {run['peak_mib']:.0f} MiB"
             )
-        print(f"  speed-up: {runs['cell-eval']['seconds'] / runs['vcell_lib']['seconds']:.1f}x")
+        print(f"  speed-up: {runs['cell-eval']['seconds'] / runs['vcell_lib']['seconds']:.1f}x (wall time)")
 
         ours, theirs = runs["vcell_lib"]["table"], runs["cell-eval"]["table"]
         assert sorted(theirs.index) == list(ours.index), "different perturbations"

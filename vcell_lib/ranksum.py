@@ -151,7 +151,8 @@ def rank_sum_pvalues(
                 exact = _float32_exact(values)
                 codes = _float_bits(values) if exact else _ranks(values)
                 value_bits = 31 if exact else int(codes.max(initial=0)).bit_length()
-                keys = _keys(genes, codes, row_label[cells], value_bits, label_bits)
+                keys = np.empty(len(genes), dtype=np.int64)
+                _fill_keys(keys, genes, codes, row_label[cells], value_bits, label_bits)
                 keys.sort()
                 keys = keys[: np.searchsorted(keys, UNTESTED)]
                 p_values[:, first:last] = _block_p_values(keys, 0, last - first, value_bits, label_bits, n1, n2)
@@ -198,15 +199,16 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return np.searchsorted(distinct, values)
 
 
-def _keys(genes: np.ndarray, codes: np.ndarray, labels: np.ndarray, value_bits: int, label_bits: int) -> np.ndarray:
-    """One integer per entry, (gene, value, label) from the high bits to the low ones; UNTESTED for a 0."""
+def _fill_keys(
+    keys: np.ndarray, genes: np.ndarray, codes: np.ndarray, labels: np.ndarray, value_bits: int, label_bits: int
+) -> None:
+    """Write one integer per entry into keys: (gene, value, label) from the high bits to the low ones."""
     if int(genes.max(initial=0)).bit_length() + value_bits + label_bits > 63:
         raise ValueError("too many genes and groups for 63-bit keys: test fewer genes at a time")
-    keys = np.left_shift(genes, value_bits + label_bits, dtype=np.int64)
+    np.left_shift(genes, value_bits + label_bits, out=keys, dtype=np.int64)
     keys |= np.left_shift(codes, label_bits, dtype=np.int64)
     keys |= labels
     keys[(codes == 0) | (labels < 0)] = UNTESTED  # code 0: the value 0; label -1: a cell in no set
-    return keys
 
 
 def _sorted_sparse_keys(
@@ -223,10 +225,13 @@ def _sorted_sparse_keys(
     def fill(part: int) -> None:  # the keys of the entries of rows (CSR) or genes (CSC) first...last - 1
         first, last = bounds[part], bounds[part + 1]
         entries = slice(indptr[first], indptr[last])
-        major = np.repeat(np.arange(first, last), np.diff(indptr[first : last + 1]))
-        rows, genes = (major, matrix.indices[entries]) if matrix.format == "csr" else (matrix.indices[entries], major)
+        counts = np.diff(indptr[first : last + 1])
+        if matrix.format == "csr":
+            genes, labels = matrix.indices[entries], np.repeat(row_label[first:last], counts)
+        else:
+            genes, labels = np.repeat(np.arange(first, last), counts), row_label[matrix.indices[entries]]
         codes = _float_bits(matrix.data[entries]) if exact else ranks[entries]
-        keys[entries] = _keys(genes, codes, row_label[rows], value_bits, label_bits)
+        _fill_keys(keys[entries], genes, codes, labels, value_bits, label_bits)
 
     list(each(fill, range(len(bounds) - 1)))
     keys.sort()
@@ -237,37 +242,36 @@ def _block_p_values(
     keys: np.ndarray, first_gene: int, n_genes: int, value_bits: int, label_bits: int, n1: np.ndarray, n2: float
 ) -> np.ndarray:
     """p-values (groups x genes) from the sorted keys of genes first_gene, first_gene + 1, ... (module docstring)."""
-    n_groups = len(n1)
-    label = keys & ((1 << label_bits) - 1)
-    value = keys >> label_bits  # gene and value: equal for cells that share a value
-    gene = (value >> value_bits) - first_gene
-    bins = label * n_genes + gene  # row 0 of the tables below: the control
+    shape = (len(n1) + 1, n_genes)  # tables with row 0 for the control, row g + 1 for group g
 
-    def per_label_and_gene(weights: np.ndarray | None = None) -> np.ndarray:
-        return np.bincount(bins, weights, minlength=(n_groups + 1) * n_genes).reshape(n_groups + 1, n_genes)
+    def split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The label, the (gene, value) pair and the table cell (label, gene) of each key."""
+        label = keys & ((1 << label_bits) - 1)
+        value = keys >> label_bits
+        return label, value, label * n_genes + (value >> value_bits) - first_gene
 
-    nonzero = per_label_and_gene()
-    # Each non-zero value counts the control values before it in the sorted keys of its gene: those below
-    # it, and those equal to it (controls come first among equal values), corrected below.
-    is_control = label == 0
-    controls_before = np.cumsum(is_control) - is_control
+    def table(cells: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(cells, weights, minlength=shape[0] * shape[1]).reshape(shape)
+
+    label, value, cells = split(keys)
+    nonzero = table(cells)
+    # U1 of the non-zero values: each counts the controls up to it in its gene's sorted keys, that is those
+    # below it and those equal to it (the controls come first among equal values; corrected further down).
     controls_in_earlier_genes = np.cumsum(nonzero[0]) - nonzero[0]
-    u_nonzero = per_label_and_gene(controls_before - controls_in_earlier_genes[gene])
-    tie_sums = np.zeros_like(u_nonzero)  # sum of t^3 - t (row 0) and its increase in each group (rows 1...)
+    u_nonzero = table(cells, np.cumsum(label == 0)) - nonzero * controls_in_earlier_genes
+    tie_sums = np.zeros(shape)  # the sum of t^3 - t (row 0), and what each group adds to it (rows 1...)
     same = value[1:] == value[:-1]
-    if same.any():  # values shared by several cells: handled apart
-        at = np.flatnonzero(np.r_[same, False] | np.r_[False, same])
-        run_start = np.flatnonzero(np.diff(keys[at], prepend=-1))  # c cells of one set (label) share a value
-        count = np.diff(np.r_[run_start, len(at)])
-        at = at[run_start]
-        first = np.diff(value[at], prepend=-1) != 0
+    if same.any():  # values that several cells share
+        shared = keys[np.flatnonzero(np.r_[same, False] | np.r_[False, same])]
+        run_start = np.flatnonzero(np.r_[True, shared[1:] != shared[:-1]])  # a run: cells of one set, one value
+        count = np.diff(np.r_[run_start, len(shared)])
+        label, value, cells = split(shared[run_start])
+        first = np.r_[True, value[1:] != value[:-1]]
         first_of = np.flatnonzero(first)[np.cumsum(first) - 1]  # a value's first run: the control's, if any
-        equal = np.where((label[at] > 0) & (label[at][first_of] == 0), count[first_of], 0)  # controls equal
-        run_bins = bins[at]
-        u_nonzero -= np.bincount(run_bins, 0.5 * equal * count, minlength=u_nonzero.size).reshape(u_nonzero.shape)
+        equal = np.where((label > 0) & (label[first_of] == 0), count[first_of], 0)  # controls equal to a group's
+        u_nonzero -= table(cells, 0.5 * equal * count)
         pooled = count + equal
-        weights = pooled**3 - pooled - (equal**3 - equal)  # a control run: count^3 - count
-        tie_sums += np.bincount(run_bins, weights, minlength=u_nonzero.size).reshape(u_nonzero.shape)
+        tie_sums = table(cells, pooled**3 - pooled - (equal**3 - equal))  # for a control run: count^3 - count
 
     # The zeros, in closed form: z1 z2 / 2 to U1, and every non-zero group value lies above the z2 control zeros.
     zeros_group, zeros_control = n1 - nonzero[1:], n2 - nonzero[0]
