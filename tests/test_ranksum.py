@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
+from vcell_lib import ranksum
 from vcell_lib.ranksum import rank_sum_pvalues
 
 
@@ -73,6 +74,13 @@ def test_sparse_dense_threads_and_blocks_agree_exactly():
             for max_entries in (50, 1000, 2**18):  # many pieces, a few, one
                 ours = rank_sum_pvalues(matrix, groups, control, n_jobs=n_jobs, max_entries=max_entries)
                 np.testing.assert_array_equal(ours, reference)
+
+
+def test_dense_input_sorted_in_ranges_of_genes(monkeypatch):
+    values, groups, control = tricky_matrix(np.float32, seed=6)
+    reference = rank_sum_pvalues(sp.csr_matrix(values), groups, control)
+    monkeypatch.setattr(ranksum, "MAX_SORTED", 3 * len(values))  # three genes at a time
+    np.testing.assert_array_equal(rank_sum_pvalues(values, groups, control, n_jobs=2), reference)
 
 
 def test_cells_in_several_sets_and_stored_zeros():

@@ -25,12 +25,16 @@ sorting. With z1 = zeros in the group and z2 = zeros in the control of a gene:
 
 So only the non-zero entries are sorted. Each is encoded as one integer key (gene, value, label), label 0 for
 the control and g + 1 for group g; one sort brings every gene's values into order with, for each distinct
-value, the control's cells first. One pass over the sorted keys then counts, for every group value, the
-control values below and equal to it: no search. Values are compared exactly: float32 data (the usual case)
-by their bits (the bits of non-negative floats order like the numbers), other data by their rank among the
-distinct values. The work grows with the number of non-zero entries; dense input is tested in blocks of
-genes, and the sorted keys are processed in pieces of genes, in parallel threads (numpy's sort and array
-arithmetic release the GIL).
+value, the control's cells first. Then a running count of the control keys gives, for every group value, the
+controls up to it in its gene (those below it and those equal to it): no search. Values shared by several
+cells (ties) are few; they are counted apart, on those entries only. Values are compared exactly: float32
+data (the usual case) by their bits (the bits of non-negative floats order like the numbers), other data by
+their rank among the distinct values.
+
+The work grows with the number of non-zero entries. A sparse matrix is sorted at once (the keys take as much
+memory as the matrix), a dense one in ranges of genes of at most MAX_SORTED values; the sorted keys are then
+tested in pieces of whole genes, in threads. Only some of numpy's functions release the GIL (sort,
+element-wise arithmetic; not bincount or cumsum), so threads help less than the number of cores suggests.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ __all__ = ["rank_sum_pvalues"]
 
 MAX_ENTRIES = 2**18
 """Non-zero entries handled at once by a thread: bounds the memory of the working arrays."""
+MAX_SORTED = 2**25
+"""Values of a dense matrix sorted at once (at most 256 MiB of keys)."""
 UNTESTED = np.iinfo(np.int64).max
 """The key of an entry that takes no part (a stored 0, a cell in no set): it sorts last and is cut off."""
 
@@ -81,7 +87,7 @@ def rank_sum_pvalues(
     n_jobs
         Threads (default: all cores; 1 runs serially).
     max_entries
-        Non-zero entries processed at once (memory bound).
+        Non-zero entries a thread tests at once (bounds the memory of its working arrays).
 
     Returns
     -------
@@ -104,6 +110,10 @@ def rank_sum_pvalues(
     if max_entries < 1:
         raise ValueError(f"max_entries must be positive, got {max_entries}")
 
+    if sp.issparse(matrix) and matrix.format not in ("csr", "csc"):
+        matrix = matrix.tocsr()
+    _check_values(matrix.data if sp.issparse(matrix) else matrix)
+
     # Label every row: 0 control, g + 1 group g, -1 untested. A row in two sets is copied, once per set.
     rows = np.concatenate([control, *groups])
     labels = np.repeat(np.arange(len(groups) + 1), [len(control)] + [len(g) for g in groups])
@@ -112,11 +122,6 @@ def rank_sum_pvalues(
     else:
         row_label = np.full(n_cells, -1, dtype=np.int64)
         row_label[rows] = labels
-    if sp.issparse(matrix) and matrix.format not in ("csr", "csc"):
-        matrix = matrix.tocsr()
-    if not sp.issparse(matrix):
-        matrix = np.asarray(matrix)
-    _check_values(matrix.data if sp.issparse(matrix) else matrix)
 
     n1 = np.array([len(g) for g in groups], dtype=np.float64)[:, None]
     n2 = float(len(control))
@@ -125,40 +130,38 @@ def rank_sum_pvalues(
 
     with ThreadPoolExecutor(n_jobs) as pool:
         each = map if n_jobs == 1 else pool.map  # list(each(...)) re-raises a worker's exception here
-        if sp.issparse(matrix):
-            # One sort of all non-zero entries, then pieces of whole genes with about max_entries entries.
-            keys, value_bits = _sorted_sparse_keys(matrix, row_label, label_bits, max_entries, each)
-            gene_start = np.searchsorted(keys, np.arange(n_genes + 1, dtype=np.int64) << (value_bits + label_bits))
-            # Cut before the gene that holds entry max_entries, 2 max_entries, ...
-            inner = np.searchsorted(gene_start, np.arange(max_entries, len(keys), max_entries), "right") - 1
-            cuts = np.unique(np.r_[0, inner, n_genes])
-
-            def test(piece: int) -> None:
-                first, last = cuts[piece], cuts[piece + 1]
-                block = keys[gene_start[first] : gene_start[last]]
-                p_values[:, first:last] = _block_p_values(block, first, last - first, value_bits, label_bits, n1, n2)
-
-            list(each(test, range(len(cuts) - 1)))
-        else:
-            # Blocks of genes with at most max_entries values, each sorted on its own.
-            step = max(1, max_entries // max(n_cells, 1))
-
-            def test_dense(first: int) -> None:
-                last = min(first + step, n_genes)
-                block = matrix[:, first:last]
-                cells, genes = np.nonzero(block)
-                values = block[cells, genes]
-                exact = _float32_exact(values)
-                codes = _float_bits(values) if exact else _ranks(values)
-                value_bits = 31 if exact else int(codes.max(initial=0)).bit_length()
-                keys = np.empty(len(genes), dtype=np.int64)
-                _fill_keys(keys, genes, codes, row_label[cells], value_bits, label_bits)
-                keys.sort()
-                keys = keys[: np.searchsorted(keys, UNTESTED)]
-                p_values[:, first:last] = _block_p_values(keys, 0, last - first, value_bits, label_bits, n1, n2)
-
-            list(each(test_dense, range(0, n_genes, step)))
+        # A sparse matrix is sorted at once; a dense one in ranges of genes with at most MAX_SORTED values.
+        step = max(n_genes, 1) if sp.issparse(matrix) else max(1, MAX_SORTED // max(matrix.shape[0], 1))
+        for first in range(0, n_genes, step):
+            last = min(first + step, n_genes)
+            keys, gene_shift = _sorted_keys(matrix, first, last, row_label, label_bits, max_entries, each)
+            _test_sorted_keys(keys, gene_shift, label_bits, n1, n2, p_values[:, first:last], max_entries, each)
     return p_values
+
+
+def _test_sorted_keys(
+    keys: np.ndarray,
+    gene_shift: int,
+    label_bits: int,
+    n1: np.ndarray,
+    n2: float,
+    out: np.ndarray,
+    max_entries: int,
+    each: Callable,
+) -> None:
+    """Write the p-values of the genes of the sorted keys into out, in pieces of whole genes (threads)."""
+    n_genes = out.shape[1]
+    gene_start = np.searchsorted(keys, np.arange(n_genes + 1, dtype=np.int64) << gene_shift)
+    # Cut before the gene that holds entry max_entries, 2 max_entries, ...
+    inner = np.searchsorted(gene_start, np.arange(max_entries, len(keys), max_entries), "right") - 1
+    cuts = np.unique(np.r_[0, inner, n_genes])
+
+    def test(piece: int) -> None:
+        first, last = cuts[piece], cuts[piece + 1]
+        block = keys[gene_start[first] : gene_start[last]]
+        out[:, first:last] = _block_p_values(block, first, last - first, gene_shift - label_bits, label_bits, n1, n2)
+
+    list(each(test, range(len(cuts) - 1)))
 
 
 def _rows(rows: np.ndarray, n_cells: int, name: str) -> np.ndarray:
@@ -175,11 +178,12 @@ def _rows(rows: np.ndarray, n_cells: int, name: str) -> np.ndarray:
 def _check_values(values: np.ndarray) -> None:
     if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool) or np.iscomplexobj(values):
         raise ValueError(f"matrix must hold real numbers, got dtype {values.dtype}")
-    if values.size and np.isnan(values).any():
+    smallest = values.min(initial=0)  # NaN if there is one
+    if np.isnan(smallest):
         raise ValueError(f"matrix has {int(np.isnan(values).sum())} NaN values: the rank-sum test needs numbers")
-    if values.size and values.min() < 0:
+    if smallest < 0:
         raise ValueError(
-            f"matrix has negative values (min {values.min():.4g}): the kernel needs non-negative data, "
+            f"matrix has negative values (min {smallest:.4g}): the kernel needs non-negative data, "
             "where 0 is the smallest value (counts, CPM, log1p)"
         )
 
@@ -188,54 +192,69 @@ def _float32_exact(values: np.ndarray) -> bool:
     return values.dtype == np.float32 or bool(np.array_equal(values, values.astype(np.float32)))
 
 
-def _float_bits(values: np.ndarray) -> np.ndarray:
-    """The bits of the values as float32, read as integers: for values >= 0 they order like the values."""
-    return np.add(values, 0, dtype=np.float32).view(np.int32)  # + 0: -0.0 becomes 0.0
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """The rank of each value among the distinct values and 0 (so that 0 has code 0)."""
-    distinct = np.unique(np.r_[values.dtype.type(0), values])
-    return np.searchsorted(distinct, values)
-
-
-def _fill_keys(
-    keys: np.ndarray, genes: np.ndarray, codes: np.ndarray, labels: np.ndarray, value_bits: int, label_bits: int
-) -> None:
-    """Write one integer per entry into keys: (gene, value, label) from the high bits to the low ones."""
-    if int(genes.max(initial=0)).bit_length() + value_bits + label_bits > 63:
-        raise ValueError("too many genes and groups for 63-bit keys: test fewer genes at a time")
-    np.left_shift(genes, value_bits + label_bits, out=keys, dtype=np.int64)
-    keys |= np.left_shift(codes, label_bits, dtype=np.int64)
-    keys |= labels
-    keys[(codes == 0) | (labels < 0)] = UNTESTED  # code 0: the value 0; label -1: a cell in no set
-
-
-def _sorted_sparse_keys(
-    matrix: sp.csr_matrix | sp.csc_matrix, row_label: np.ndarray, label_bits: int, chunk: int, each: Callable
+def _sorted_keys(
+    matrix: np.ndarray | sp.csr_matrix | sp.csc_matrix,
+    first_gene: int,
+    last_gene: int,
+    row_label: np.ndarray,
+    label_bits: int,
+    chunk: int,
+    each: Callable,
 ) -> tuple[np.ndarray, int]:
-    """The sorted keys of the tested non-zero entries of a CSR or CSC matrix, and the bits of the values."""
-    exact = _float32_exact(matrix.data)
-    ranks = None if exact else _ranks(matrix.data)
-    value_bits = 31 if exact else int(ranks.max(initial=0)).bit_length()
-    keys = np.empty(matrix.nnz, dtype=np.int64)
-    indptr = matrix.indptr
-    bounds = np.unique(np.r_[np.searchsorted(indptr, np.arange(0, matrix.nnz, chunk), "right") - 1, len(indptr) - 1])
+    """The sorted keys of the tested non-zero entries of genes first_gene...last_gene - 1 (numbered from 0).
 
-    def fill(part: int) -> None:  # the keys of the entries of rows (CSR) or genes (CSC) first...last - 1
+    A key is (gene, value, label) from the high bits to the low ones; returns the keys and the gene's shift.
+    The keys are made in chunks of about `chunk` entries of consecutive rows (CSR, dense) or genes (CSC).
+    """
+    if sp.issparse(matrix):  # one range: all genes
+        values, indptr = matrix.data, matrix.indptr
+    else:
+        matrix = matrix[:, first_gene:last_gene]
+        values, indptr = matrix, np.r_[0, np.cumsum(np.count_nonzero(matrix, axis=1))]
+    exact = _float32_exact(values)
+    distinct = None if exact else np.unique(values[values != 0])  # codes: ranks among the non-zero values
+    value_bits = 31 if exact else int(len(distinct)).bit_length()
+    gene_shift = value_bits + label_bits
+    if int(last_gene - first_gene - 1).bit_length() + gene_shift > 63:
+        raise ValueError("too many genes and groups for 63-bit keys: test fewer genes at a time")
+    keys = np.empty(indptr[-1], dtype=np.int64)
+    bounds = np.unique(np.r_[np.searchsorted(indptr, np.arange(0, indptr[-1], chunk), "right") - 1, len(indptr) - 1])
+
+    def fill(part: int) -> None:  # the keys of the entries of rows (CSR, dense) or genes (CSC) first...last - 1
         first, last = bounds[part], bounds[part + 1]
         entries = slice(indptr[first], indptr[last])
         counts = np.diff(indptr[first : last + 1])
-        if matrix.format == "csr":
-            genes, labels = matrix.indices[entries], np.repeat(row_label[first:last], counts)
+        if not sp.issparse(matrix):
+            rows = matrix[first:last]
+            nonzero = rows != 0
+            genes, data, labels = (
+                np.flatnonzero(nonzero) % rows.shape[1],
+                rows[nonzero],
+                np.repeat(row_label[first:last], counts),
+            )
+        elif matrix.format == "csr":
+            genes, data, labels = (
+                matrix.indices[entries],
+                matrix.data[entries],
+                np.repeat(row_label[first:last], counts),
+            )
         else:
-            genes, labels = np.repeat(np.arange(first, last), counts), row_label[matrix.indices[entries]]
-        codes = _float_bits(matrix.data[entries]) if exact else ranks[entries]
-        _fill_keys(keys[entries], genes, codes, labels, value_bits, label_bits)
+            genes, data, labels = (
+                np.repeat(np.arange(first, last), counts),
+                matrix.data[entries],
+                row_label[matrix.indices[entries]],
+            )
+        # The bits of non-negative float32 values, read as integers, order like the values (+ 0: -0.0 is 0.0).
+        codes = np.add(data, 0, dtype=np.float32).view(np.int32) if exact else np.searchsorted(distinct, data) + 1
+        out = keys[entries]
+        np.left_shift(genes, gene_shift, out=out, dtype=np.int64)
+        out |= np.left_shift(codes, label_bits, dtype=np.int64)
+        out |= labels
+        out[(data == 0) | (labels < 0)] = UNTESTED  # a stored 0; a cell in no set
 
     list(each(fill, range(len(bounds) - 1)))
     keys.sort()
-    return keys[: np.searchsorted(keys, UNTESTED)], value_bits
+    return keys[: np.searchsorted(keys, UNTESTED)], gene_shift
 
 
 def _block_p_values(
