@@ -9,7 +9,7 @@ normalized as cell-eval does (normalize_total to the median library size, then l
 Each evaluator runs in its own subprocess (after a small untimed warm-up, so numba's compilation is not
 counted), so the peak resident memory of each is its own. cell-eval runs its vcc profile with
 num_threads = the number of cores; vcell_lib uses its defaults (also all cores).
-Run: .venv/bin/python bench/metrics_at_challenge_shape.py [--quick]   (not run in CI)
+Run: .venv/bin/python bench/metrics_at_challenge_shape.py [--quick] [--data FOLDER]   (not run in CI)
 """
 
 from __future__ import annotations
@@ -134,20 +134,38 @@ def child(which: str, folder: str) -> None:
     table = run(pred, real)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     during = memory_mib("VmHWM")
+    measured = {"seconds": seconds, "cpu": cpu, "peak_mib": peak_mib(), "loaded_mib": loaded, "during": during}
+    measured["before"] = before
+    if which == "vcell_lib":  # the DE alone, and whether a top-k cut falls inside a block of equal |fold change|
+        from vcell_lib.metrics import wilcoxon_de
+
+        start = time.perf_counter()
+        de_real, de_pred = wilcoxon_de(real), wilcoxon_de(pred)
+        measured["de_seconds"] = time.perf_counter() - start
+        measured["ties_at_cut"] = ties_at_cut(de_pred, de_real)
     with open(f"{folder}/{which}.pkl", "wb") as f:
         pickle.dump(table, f)
     with open(f"{folder}/{which}.json", "w") as f:
-        json.dump(
-            {
-                "seconds": seconds,
-                "cpu": cpu,
-                "peak_mib": peak_mib(),
-                "loaded_mib": loaded,
-                "before": before,
-                "during": during,
-            },
-            f,
-        )
+        json.dump(measured, f)
+
+
+def ties_at_cut(de_pred, de_real) -> dict[str, int]:
+    """Perturbations whose predicted significant genes, ranked by |log2 fold change|, tie across the top-k cut.
+
+    k is the number of real significant genes (overlap_at_N); there the order of tied genes decides the
+    overlap, and two implementations may legitimately differ. Also counts infinite fold changes among the
+    significant genes (a gene switched fully off or on), the usual source of such ties.
+    """
+    counts = {"perturbations": 0, "tie_at_cut": 0, "infinite_lfc_significant": 0}
+    for target, real in de_real.groupby("target", sort=False):
+        pred = de_pred[de_pred["target"] == target]
+        k = int((real["fdr"].to_numpy(np.float32) < np.float32(0.05)).sum())
+        sig = pred[pred["fdr"].to_numpy(np.float32) < np.float32(0.05)]
+        strength = np.sort(np.abs(sig["log2_fold_change"].to_numpy(np.float32)))[::-1]
+        counts["perturbations"] += 1
+        counts["tie_at_cut"] += int(0 < k < len(strength) and strength[k - 1] == strength[k])
+        counts["infinite_lfc_significant"] += int(np.isinf(strength).sum())
+    return counts
 
 
 def main() -> None:
@@ -197,6 +215,8 @@ def main() -> None:
                 f"libraries ({run['before']:.0f} MiB); process peak {run['peak_mib']:.0f} MiB"
             )
         print(f"  speed-up: {runs['cell-eval']['seconds'] / runs['vcell_lib']['seconds']:.1f}x (wall time)")
+        print(f"  vcell_lib.metrics.wilcoxon_de alone, both sides: {runs['vcell_lib']['de_seconds']:.2f} s")
+        print(f"  top-k cuts inside equal |log2 fold change| (vcell_lib's DE): {runs['vcell_lib']['ties_at_cut']}")
 
         ours, theirs = runs["vcell_lib"]["table"], runs["cell-eval"]["table"]
         assert sorted(theirs.index) == list(ours.index), "different perturbations"
