@@ -27,14 +27,14 @@ So only the non-zero entries are sorted. Each is encoded as one integer key (gen
 the control and g + 1 for group g; one sort brings every gene's values into order with, for each distinct
 value, the control's cells first. Then a running count of the control keys gives, for every group value, the
 controls up to it in its gene (those below it and those equal to it): no search. Values shared by several
-cells (ties) are few; they are counted apart, on those entries only. Values are compared exactly: float32
+cells (ties) need more counting, done on those entries only. Values are compared exactly: float32
 data (the usual case) by their bits (the bits of non-negative floats order like the numbers), other data by
 their rank among the distinct values.
 
-The work grows with the number of non-zero entries. A sparse matrix is sorted at once (the keys take as much
-memory as the matrix), a dense one in ranges of genes of at most MAX_SORTED values; the sorted keys are then
-tested in pieces of whole genes, in threads. Only some of numpy's functions release the GIL (sort,
-element-wise arithmetic; not bincount or cumsum), so threads help less than the number of cores suggests.
+The work grows with the number of non-zero entries. A sparse matrix is sorted at once (the keys take as
+much memory as a float32 CSR matrix), a dense one in ranges of genes of at most MAX_SORTED values; the sorted
+keys are then tested in pieces of whole genes, in threads. Only some of numpy's functions release the GIL
+(sort, element-wise arithmetic; not bincount or cumsum), so threads help less than the number of cores.
 """
 
 from __future__ import annotations
