@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy import stats
 from scipy.spatial.distance import cdist
 
@@ -148,10 +149,10 @@ def wilcoxon_de(
 
     Returns a long table: target, gene, p_value, fdr, log2_fold_change. The test is the two-sided
     Mann-Whitney U with the normal approximation, tie and continuity corrections (as
-    scipy.stats.mannwhitneyu(method="asymptotic")), computed by `vcell_lib.ranksum.rank_sum_pvalues`
-    (non-zero entries handled at once per thread: `max_block`; threads: `n_jobs`, default all cores).
-    The fold change is expm1(mean_p) / expm1(mean_control)
-    on the log1p data, 0 when both are 0 and +-inf when one is (cell-eval 0.8 uses no pseudo-count).
+    scipy.stats.mannwhitneyu(method="asymptotic")), computed by `vcell_lib.ranksum.rank_sum_pvalues` with
+    `n_jobs` threads (default: all cores) and at most `max_block` non-zero entries per thread at once.
+    The fold change is expm1(mean_p) / expm1(mean_control) on the log1p data, 0 when both are 0 and +-inf
+    when one is (cell-eval 0.8 uses no pseudo-count).
     FDR: Benjamini-Hochberg within each perturbation ("per_perturbation", cell-eval 0.8 / pdex >= 0.2)
     or over all tests at once ("global", the VCC-era pdex 0.1.27).
     """
@@ -168,7 +169,8 @@ def wilcoxon_de(
         raise ValueError("no perturbed cells: nothing to test")
     control_rows = np.flatnonzero(labels == control)
     groups = [np.flatnonzero(labels == t) for t in targets]
-    p_values = rank_sum_pvalues(adata.X, groups, control_rows, n_jobs=n_jobs, max_entries=max_block)
+    matrix = adata.X if sp.issparse(adata.X) else np.asarray(adata.X)
+    p_values = rank_sum_pvalues(matrix, groups, control_rows, n_jobs=n_jobs, max_entries=max_block)
     n_genes = adata.n_vars
 
     # Means, expm1 and log2 in the data's own dtype, as pdex computes them: when a prediction's fold
