@@ -8,7 +8,10 @@ normalized as cell-eval does (normalize_total to the median library size, then l
 
 Each evaluator runs in its own subprocess (after a small untimed warm-up, so numba's compilation is not
 counted), so the peak resident memory of each is its own. cell-eval runs its vcc profile with
-num_threads = the number of cores; vcell_lib uses its defaults (also all cores).
+num_threads = the number of cores; vcell_lib uses its defaults (also all cores). Prints each one's wall and
+CPU time, its peak resident memory during the evaluation, the ratio, vcell_lib's wilcoxon_de alone, and
+asserts that the per-perturbation mae, discrimination_score_l1 and overlap_at_N agree. On a shared machine
+the times vary a lot: use --repeats and look at the CPU times too.
 Run: .venv/bin/python bench/metrics_at_challenge_shape.py [--quick] [--data FOLDER] [--repeats R]   (not in CI)
 """
 

@@ -57,7 +57,7 @@ UNTESTED = np.iinfo(np.int64).max
 """The key of an entry that takes no part (a stored 0, a cell in no set): it sorts last and is cut off."""
 
 
-def default_threads() -> int:
+def _default_threads() -> int:
     """The number of cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))
@@ -104,7 +104,7 @@ def rank_sum_pvalues(
     control = _rows(control, n_cells, "control")
     if not groups:
         raise ValueError("groups is empty: give at least one group of rows to test")
-    n_jobs = default_threads() if n_jobs is None else int(n_jobs)
+    n_jobs = _default_threads() if n_jobs is None else int(n_jobs)
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be at least 1 (or None for all cores), got {n_jobs}")
     if max_entries < 1:
