@@ -298,8 +298,9 @@ assert not np.isclose(p_auto, p_asymptotic)
 # U_1 = \sum_{i \in \text{perturbed}} \Bigl( \#\{\text{controls} < x_i\} + \tfrac12 \#\{\text{controls} = x_i\} \Bigr).
 # $$
 #
-# Both counts come from a binary search (`np.searchsorted`) in the sorted control values, which are sorted once per gene and reused for every perturbation; the tie sizes come from the same counts.
-# `vcell_lib.metrics.wilcoxon_de` does this for every gene and perturbation in one pass.
+# Below, both counts come from a binary search (`np.searchsorted`) in the sorted control values.
+# The library's kernel, `vcell_lib.ranksum.rank_sum_pvalues` (which `vcell_lib.metrics.wilcoxon_de` calls), gets them for every gene and perturbation at once from one sort of all values, with the controls first among equal values, so a running count of controls gives "below plus equal" with no search.
+# It sorts only the non-zero values: 0 is the smallest value of log1p data, so a perturbed cell's 0 adds half the control zeros to $U_1$, a non-zero value adds all of them, and the zeros form one block of ties, in closed form.
 
 # %%
 sorted_controls = np.sort(y)

@@ -17,10 +17,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import special, stats
+from scipy import stats
 from scipy.spatial.distance import cdist
 
 from vcell_lib.data import CONTROL, PERT, ensure_log1p, profile_table, pseudobulk
+from vcell_lib.ranksum import MAX_ENTRIES, rank_sum_pvalues
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -140,85 +141,23 @@ def discrimination_score(pred_delta: pd.DataFrame, real_delta: pd.DataFrame, met
 # ----------------------------------------------------------------------------- differential expression
 
 
-def _gene_keys(block: np.ndarray) -> tuple[np.ndarray, int]:
-    """Exact integer keys with each gene's values in its own range: order and ties within a gene preserved.
-
-    Non-negative float32 values keep their order when their bits are read as integers, so float32 data
-    (the usual case) need no sorting; other data are replaced by per-gene dense ranks (0, 1, 2, ...).
-    Gene g's keys lie in [g * stride, (g + 1) * stride).
-    """
-    if block.dtype == np.float32 or np.array_equal(block, block.astype(np.float32)):
-        bits = (np.asarray(block, dtype=np.float32) + np.float32(0)).view(np.int32)  # + 0 turns -0.0 into 0.0
-        stride = 2**31
-        codes = bits.astype(np.int64)
-    else:
-        order = np.argsort(block, axis=0, kind="stable")
-        ordered = np.take_along_axis(block, order, axis=0)
-        steps = np.cumsum(ordered[1:] != ordered[:-1], axis=0)
-        steps = np.vstack([np.zeros((1, block.shape[1]), dtype=np.int64), steps])
-        codes = np.empty_like(steps)
-        np.put_along_axis(codes, order, steps, axis=0)
-        stride = block.shape[0]
-    return codes + np.arange(block.shape[1], dtype=np.int64) * stride, stride
-
-
-def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct values of a sorted array and how often each occurs."""
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    return sorted_keys[starts], np.diff(np.r_[starts, len(sorted_keys)])
-
-
-def _mann_whitney_block(
-    keys: np.ndarray, stride: int, groups: list[np.ndarray], control_rows: np.ndarray
-) -> np.ndarray:
-    """Two-sided asymptotic Mann-Whitney p-values (tie and continuity corrected), groups x genes.
-
-    With all control keys in one sorted array, "how many controls lie below / equal to v" is a
-    searchsorted for every gene at once. For a group with distinct values v (counts c_v):
-    U1 = sum_v c_v * (#controls below v + #controls equal to v / 2), and the tie term
-    T = sum over distinct values of the pooled sample of t^3 - t.
-    """
-    n_genes = keys.shape[1]
-    control = np.sort(keys[control_rows], axis=0).T.ravel()  # gene-major: globally sorted
-    n2 = len(control_rows)
-    values, counts = _runs(control)
-    control_ties = np.bincount(values // stride, weights=counts.astype(float) ** 3 - counts, minlength=n_genes)
-    p_values = np.empty((len(groups), n_genes))
-    for row, cells in enumerate(groups):
-        n1 = len(cells)
-        distinct, in_group = _runs(np.sort(keys[cells], axis=0).T.ravel())
-        gene = distinct // stride
-        below = np.searchsorted(control, distinct, side="left")
-        in_control = np.searchsorted(control, distinct, side="right") - below
-        below -= gene * n2  # gene g's controls start at g * n2
-        u1 = np.bincount(gene, weights=in_group * (below + 0.5 * in_control), minlength=n_genes)
-        pooled = (in_group + in_control).astype(float)
-        extra = pooled**3 - pooled - (in_control.astype(float) ** 3 - in_control)
-        ties = control_ties + np.bincount(gene, weights=extra, minlength=n_genes)
-        n = n1 + n2
-        variance = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
-        u = np.maximum(u1, n1 * n2 - u1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = (u - n1 * n2 / 2.0 - 0.5) / np.sqrt(variance)
-            p = np.clip(special.erfc(z / np.sqrt(2.0)), 0.0, 1.0)
-        p_values[row] = np.where(variance > 0, p, 1.0)  # all values tied: no evidence
-    return p_values
-
-
 def wilcoxon_de(
     adata: ad.AnnData,
     *,
     pert_col: str = PERT,
     control: str = CONTROL,
     fdr_scope: str = "per_perturbation",
-    max_block: int = 2**23,
+    max_block: int = MAX_ENTRIES,
+    n_jobs: int | None = None,
 ) -> pd.DataFrame:
     """Wilcoxon rank-sum test of every gene, every perturbation vs control, as pdex does for cell-eval. Ch. 07.
 
     Returns a long table: target, gene, p_value, fdr, log2_fold_change. The test is the two-sided
     Mann-Whitney U with the normal approximation, tie and continuity corrections (as
-    scipy.stats.mannwhitneyu(method="asymptotic")). The fold change is expm1(mean_p) / expm1(mean_control)
-    on the log1p data, 0 when both are 0 and +-inf when one is (cell-eval 0.8 uses no pseudo-count).
+    scipy.stats.mannwhitneyu(method="asymptotic")), computed by `vcell_lib.ranksum.rank_sum_pvalues` with
+    `n_jobs` threads (default: all cores) and at most `max_block` non-zero entries per thread at once.
+    The fold change is expm1(mean_p) / expm1(mean_control) on the log1p data, 0 when both are 0 and +-inf
+    when one is (cell-eval 0.8 uses no pseudo-count).
     FDR: Benjamini-Hochberg within each perturbation ("per_perturbation", cell-eval 0.8 / pdex >= 0.2)
     or over all tests at once ("global", the VCC-era pdex 0.1.27).
     """
@@ -235,15 +174,9 @@ def wilcoxon_de(
         raise ValueError("no perturbed cells: nothing to test")
     control_rows = np.flatnonzero(labels == control)
     groups = [np.flatnonzero(labels == t) for t in targets]
-    matrix = adata.X.tocsc() if sp.issparse(adata.X) else np.asarray(adata.X)
-    n_cells, n_genes = adata.shape
-    chunk = max(1, max_block // n_cells)
-    p_values = np.empty((len(targets), n_genes))
-    for start in range(0, n_genes, chunk):
-        stop = min(start + chunk, n_genes)
-        block = matrix[:, start:stop]
-        keys, stride = _gene_keys(block.toarray() if sp.issparse(block) else block)
-        p_values[:, start:stop] = _mann_whitney_block(keys, stride, groups, control_rows)
+    matrix = adata.X if sp.issparse(adata.X) else np.asarray(adata.X)
+    p_values = rank_sum_pvalues(matrix, groups, control_rows, n_jobs=n_jobs, max_entries=max_block)
+    n_genes = adata.n_vars
 
     # Means, expm1 and log2 in the data's own dtype, as pdex computes them: when a prediction's fold
     # changes are at rounding-noise level, their ranking (and so DES) depends on these details.
