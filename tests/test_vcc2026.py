@@ -111,3 +111,116 @@ def test_refuses_a_reference_without_measurable_effect_as_cell_eval2_does():
         official(pred, real)
     with pytest.raises(ValueError, match="not positive"):
         vcc2026.evaluate(pred, real)
+
+
+# ----------------------------------------------------------------------------- the anchors
+
+
+@pytest.fixture(scope="module")
+def anchors():
+    """cell-eval2's baseline prediction, baseline panel and replicate anchor on one real panel."""
+    from cell_eval2.anchor import compute_replicate_anchor
+    from cell_eval2.baseline import _prediction_from_adata, _profile_from_adata, build_generic_baseline
+
+    logging.getLogger("cell_eval2").setLevel(logging.ERROR)
+    _, real = make_pair(0)
+    preset = cell_eval2.EvalConfig.from_preset("vcc2026")
+    config = replace(preset, pert_col="target_gene", cache_strict=False, de=replace(preset.de, backend="pdex"))
+    profile = _profile_from_adata(real, pert_col="target_gene", control=CONTROL, exclude_target_gene=True)
+    cells = _prediction_from_adata(real, profile, pert_col="target_gene", control=CONTROL, emit="dispersed", seed=0)
+    agg = build_generic_baseline(real, config=config).agg
+    base = pd.Series({m: agg.filter(agg["statistic"] == "mean")[m][0] for m in vcc2026.PANEL})
+    _, anchor = compute_replicate_anchor(real, config=config)
+    rep = pd.Series(dict(zip(anchor["metric"], anchor["replicate"]))).reindex(list(vcc2026.PANEL))
+    return real, cells, base, rep
+
+
+def test_baseline_cells_are_cell_eval2s(anchors):
+    """Same profile, same draws (default_rng(seed), perturbations sorted), same float32 cells."""
+    real, cells, _, _ = anchors
+    mine = vcc2026.baseline(real)
+    assert list(mine.obs_names) == list(cells.obs_names)
+    assert abs(mine.X - cells.X).max() == 0
+
+
+def test_baseline_panel_matches_cell_eval2(anchors):
+    real, _, base, _ = anchors
+    np.testing.assert_allclose(vcc2026.evaluate_baseline(real).to_numpy(), base.to_numpy(), rtol=0, atol=TOL)
+
+
+def test_replicate_matches_cell_eval2(anchors):
+    """Same split seeds and halves (half_split draws as cell-eval2's _disjoint_halves), each half on its controls."""
+    real, _, _, rep = anchors
+    np.testing.assert_allclose(vcc2026.replicate(real).to_numpy(), rep.to_numpy(), rtol=0, atol=TOL)
+
+
+def test_score_scales_each_metric_between_baseline_and_replicate():
+    base = pd.Series(0.2, index=list(vcc2026.PANEL))
+    rep = pd.Series(0.6, index=list(vcc2026.PANEL))
+    user = pd.Series([0.2, 0.6, 0.4, 1.0, 0.0, 0.5], index=list(vcc2026.PANEL))
+    scaled = vcc2026.score(user, base, rep)
+    np.testing.assert_allclose(scaled[list(vcc2026.PANEL)], [0.0, 1.0, 0.5, 2.0, -0.5, 0.75])  # not clipped
+    assert scaled["mean"] == pytest.approx(np.mean([0.0, 1.0, 0.5, 2.0, -0.5, 0.75]))
+    assert vcc2026.score(base, base, rep)["mean"] == 0 and vcc2026.score(rep, base, rep)["mean"] == 1
+    with pytest.raises(ValueError, match="lacks"):
+        vcc2026.score(user.drop("pds_cosine"), base, rep)
+
+
+# ----------------------------------------------------------------------------- log1p to counts, validation
+
+
+def test_to_counts_samples_integer_cells_at_the_depth():
+    pred, _ = make_pair(0)
+    logged = pred.copy()
+    dense = pred.X.toarray()
+    logged.X = np.log1p(dense / dense.sum(1, keepdims=True) * 1e4)
+    counts = vcc2026.to_counts(logged, depth=5000, seed=1)
+    values = counts.X.toarray()
+    assert np.all(values == np.round(values)) and np.all(values.sum(1) == 5000)
+    again = vcc2026.to_counts(logged, depth=5000, seed=1)
+    assert abs(again.X - counts.X).max() == 0  # seeded
+    # the sampled proportions follow the predicted ones
+    share = values.sum(0) / values.sum()
+    expected = np.expm1(logged.X).sum(0) / np.expm1(logged.X).sum()
+    assert np.abs(share - expected).max() < 0.01
+    vcc2026.validate_counts(counts)
+    with pytest.raises(ValueError, match="log1p"):
+        vcc2026.to_counts(ad.AnnData(X=-np.ones((2, 3))))
+
+
+def test_validation_says_what_to_fix():
+    pred, real = make_pair(0)
+    bad = pred.copy()
+    bad.X = bad.X.astype(np.float64) * 0.5
+    with pytest.raises(ValueError, match="non-integer.*to_counts"):
+        vcc2026.evaluate(bad, real)
+    bad = pred.copy()
+    bad.X = -bad.X
+    with pytest.raises(ValueError, match="negative"):
+        vcc2026.evaluate(bad, real)
+    bad = pred.copy()
+    bad.X = bad.X * 1e6
+    with pytest.raises(ValueError, match="limit"):
+        vcc2026.evaluate(bad, real)
+    with pytest.raises(ValueError, match="same genes"):
+        vcc2026.evaluate(pred[:, ::-1].copy(), real)
+    with pytest.raises(ValueError, match="missing"):
+        vcc2026.evaluate(pred[pred.obs["target_gene"] != "P0"].copy(), real)
+    with pytest.raises(ValueError, match="pert_col"):
+        vcc2026.evaluate(pred, real, pert_col="perturbation")
+
+
+def test_one_context_at_a_time():
+    pred, real = make_pair(0)
+    for side in (pred, real):
+        side.obs["cell_type"] = "A"
+    other_pred, other_real = make_pair(1)
+    for side in (other_pred, other_real):
+        side.obs["cell_type"] = "B"
+        side.obs_names = [f"B{n}" for n in side.obs_names]
+    both_pred, both_real = ad.concat([pred, other_pred]), ad.concat([real, other_real])
+    with pytest.raises(ValueError, match="context_col='cell_type'"):
+        vcc2026.evaluate(both_pred, both_real)
+    per_context = vcc2026.evaluate(both_pred, both_real, context_col="cell_type")
+    pd.testing.assert_series_equal(per_context.loc["A"], vcc2026.evaluate(pred, real), check_names=False)
+    pd.testing.assert_series_equal(per_context.loc["B"], vcc2026.evaluate(other_pred, other_real), check_names=False)

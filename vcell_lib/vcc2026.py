@@ -39,12 +39,14 @@ __all__ = [
     "de_metrics",
     "de_table",
     "evaluate",
+    "evaluate_baseline",
     "expr_mse_unbiased_capped_norm",
     "jackknife_noise",
     "pds_cosine",
     "profiles",
     "replicate",
     "score",
+    "split_seeds",
     "to_counts",
     "validate_counts",
 ]
@@ -85,14 +87,17 @@ def _dense(matrix) -> np.ndarray:
     return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float64)
 
 
-def validate_counts(adata: ad.AnnData, name: str = "adata") -> None:
-    """Refuse anything but raw counts: non-negative integers, at most 1e6 per cell. Taught in chapter 09."""
+def validate_counts(adata: ad.AnnData, name: str = "adata", *, integers: bool = True) -> None:
+    """Refuse anything but raw counts: non-negative integers, at most 1e6 per cell. Taught in chapter 09.
+
+    `integers=False` admits fractional counts, as cell-eval2 does for its own baseline's scaled cells.
+    """
     values = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
     if values.size and not np.all(np.isfinite(values)):
         raise ValueError(f"{name}.X has NaN or infinite values; submit raw integer counts")
     if values.size and values.min() < 0:
         raise ValueError(f"{name}.X has negative values; submit raw integer counts (not log1p or z-scores)")
-    if values.size and not np.all(values == np.round(values)):
+    if integers and values.size and not np.all(values == np.round(values)):
         raise ValueError(
             f"{name}.X has non-integer values; submit raw integer counts (turn log1p predictions into counts "
             "with vcell_lib.vcc2026.to_counts)"
@@ -105,7 +110,7 @@ def validate_counts(adata: ad.AnnData, name: str = "adata") -> None:
         )
 
 
-def _check_pair(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str) -> None:
+def _check_pair(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str, integers: bool = True) -> None:
     """The checks cell-eval2 makes before scoring a pair: columns, genes, labels, counts."""
     for name, adata in (("pred", pred), ("real", real)):
         if pert_col not in adata.obs.columns:
@@ -123,7 +128,7 @@ def _check_pair(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str)
         raise ValueError(
             f"pred must predict exactly the real perturbations: missing {missing[:5]}, not in real {extra[:5]}"
         )
-    validate_counts(pred, "pred")
+    validate_counts(pred, "pred", integers=integers)
     validate_counts(real, "real")
 
 
@@ -174,11 +179,19 @@ def _target_columns(labels, genes: pd.Index) -> dict[int, int]:
     return {i: position[label] for i, label in enumerate(labels) if label in position}
 
 
-def pds_cosine(pred_profiles: pd.DataFrame, real_profiles: pd.DataFrame, control: str = "non-targeting") -> pd.Series:
+def pds_cosine(
+    pred_profiles: pd.DataFrame,
+    real_profiles: pd.DataFrame,
+    control: str = "non-targeting",
+    *,
+    origin: pd.DataFrame | None = None,
+) -> pd.Series:
     """Perturbation discrimination on cosine distance of effects, panel targets removed. Taught in chapter 09.
 
-    Returns 1 - rank / (n - 1) per predicted perturbation, rank the mid-rank of its real effect among the n
-    real effects by distance to the predicted one (0 = closest; ties share their mean place).
+    Predicted effects are measured from the control of `origin` (default: the real profiles, the 2026 rule;
+    the replicate passes the predicted half's own). Returns 1 - rank / (n - 1) per predicted perturbation, rank
+    the mid-rank of its real effect among the n real effects by distance to the predicted one (0 = closest;
+    ties share their mean place).
     """
     real_ctrl = real_profiles.loc[control].to_numpy()
     real_keys = [p for p in real_profiles.index if p != control]
@@ -188,7 +201,8 @@ def pds_cosine(pred_profiles: pd.DataFrame, real_profiles: pd.DataFrame, control
     if not keep.any():
         raise ValueError("every gene is the target of a perturbation: no feature is left to rank on")
     real_eff = real_profiles.loc[real_keys].to_numpy()[:, keep] - real_ctrl[keep]
-    pred_eff = pred_profiles.loc[pred_keys].to_numpy()[:, keep] - real_ctrl[keep]
+    pred_ctrl = real_ctrl if origin is None else origin.loc[control].to_numpy()
+    pred_eff = pred_profiles.loc[pred_keys].to_numpy()[:, keep] - pred_ctrl[keep]
     sim = pred_eff @ real_eff.T
     norms = (
         np.sqrt(np.einsum("ig,ig->i", pred_eff, pred_eff))[:, None]
@@ -374,17 +388,21 @@ def de_metrics(de_pred: pd.DataFrame, de_real: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- the panel
 
 
-def _one_context(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str) -> pd.Series:
-    """The six panel values of one context."""
-    _check_pair(pred, real, pert_col, control)
+def _one_context(
+    pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str, *, own_controls: bool = False, integers=True
+) -> pd.Series:
+    """The six panel values of one context; `own_controls` measures the prediction against its own controls."""
+    _check_pair(pred, real, pert_col, control, integers)
     pred_profiles, real_profiles = profiles(pred, pert_col), profiles(real, pert_col)
-    values = {"pds_cosine": pds_cosine(pred_profiles, real_profiles, control).mean()}
+    origin = pred_profiles if own_controls else real_profiles
+    values = {"pds_cosine": pds_cosine(pred_profiles, real_profiles, control, origin=origin).mean()}
     values["expr_mse_unbiased_capped_norm"] = expr_mse_unbiased_capped_norm(
         pred_profiles, real_profiles, jackknife_noise(pred, pert_col), jackknife_noise(real, pert_col), control
     )
     controls = real[real.obs[pert_col].astype(str) == control]
     de_real = de_table(real[real.obs[pert_col].astype(str) != control], controls, pert_col)
-    de_pred = de_table(pred[pred.obs[pert_col].astype(str) != control], controls, pert_col)
+    pred_controls = pred[pred.obs[pert_col].astype(str) == control] if own_controls else controls
+    de_pred = de_table(pred[pred.obs[pert_col].astype(str) != control], pred_controls, pert_col)
     values.update(de_metrics(de_pred, de_real).mean(skipna=True).to_dict())
     return pd.Series(values, dtype=np.float64).reindex(list(PANEL))
 
@@ -420,3 +438,153 @@ def evaluate(
         pick_pred = pred[pred.obs[context_col].astype(str) == context]
         rows[context] = _one_context(pick_pred, pick_real, pert_col, control)
     return pd.DataFrame(rows).T.rename_axis(context_col)
+
+
+# ---------------------------------------------------------------- the two anchors and the score
+
+
+def baseline(
+    real: ad.AnnData, *, pert_col: str = "target_gene", control: str = "non-targeting", seed: int = 0
+) -> ad.AnnData:
+    """cell-eval2's context-mean baseline as cells: resampled real controls scaled to the mean profile. Ch. 09.
+
+    The profile is the equal-weight mean over the real perturbations of their mean count vectors, each
+    perturbation's own target gene left out of that gene's mean. Every perturbation gets as many cells as it
+    has in `real`, drawn with replacement from the real controls (numpy default_rng(seed), perturbations in
+    sorted order) with each gene scaled by profile / control mean (0 where the control mean is 0); the control
+    rows are the real controls. The cells are fractional counts (float32), scored as cell-eval2 scores them.
+    """
+    if pert_col not in real.obs.columns:
+        raise ValueError(f"real.obs has no column {pert_col!r}; pass pert_col= the perturbation column")
+    labels = real.obs[pert_col].astype(str).to_numpy()
+    is_control = labels == control
+    if not is_control.any():
+        raise ValueError(f"real has no {control!r} cells in obs[{pert_col!r}]; pass control= the control label")
+    means = pseudobulk(real, by=pert_col)
+    perts = means.obs[pert_col].astype(str).to_numpy()
+    bulk = means.X[perts != control]
+    keys = perts[perts != control]
+    if len(keys) < 2:
+        raise ValueError("the baseline needs at least 2 perturbations: each one's own gene is left out of its mean")
+    total, count = bulk.sum(axis=0), np.full(real.n_vars, float(len(keys)))
+    for i, j in _target_columns(list(keys), real.var_names).items():
+        total[j] -= bulk[i, j]
+        count[j] -= 1.0
+    if (count <= 0).any():
+        raise ValueError("every perturbation targets some gene, so its mean is undefined; add another perturbation")
+    profile = total / count
+    control_cells = sp.csr_matrix(real.X[is_control])
+    control_mean = np.asarray(control_cells.astype(np.float64).mean(axis=0)).ravel()
+    scale = np.where(control_mean <= 0, 0.0, profile / np.where(control_mean <= 0, 1.0, control_mean))
+    generator = np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == p) for p in sorted(set(labels[~is_control]))]
+    drawn = np.concatenate([generator.integers(0, control_cells.shape[0], size=len(rows)) for rows in groups])
+    emitted = control_cells[drawn].copy()
+    emitted.data = (emitted.data * scale[emitted.indices]).astype(np.float32)
+    emitted.eliminate_zeros()
+    blocks = sp.vstack([emitted, control_cells.astype(np.float32)], format="csr")
+    order = np.empty(real.n_obs, dtype=np.intp)
+    order[np.concatenate([*groups, np.flatnonzero(is_control)])] = np.arange(real.n_obs)
+    return ad.AnnData(X=blocks[order].tocsr(), obs=real.obs.copy(), var=real.var.copy())
+
+
+def evaluate_baseline(
+    real: ad.AnnData, *, pert_col: str = "target_gene", control: str = "non-targeting", seed: int = 0
+) -> pd.Series:
+    """The baseline's six panel values (its fractional cells admitted, as cell-eval2 does). Taught in chapter 09."""
+    return _one_context(
+        baseline(real, pert_col=pert_col, control=control, seed=seed), real, pert_col, control, integers=False
+    )
+
+
+def split_seeds(seed: int = 0, n_splits: int = 5) -> list[int]:
+    """The replicate's split seeds, derived from one base seed as cell-eval2 derives them. Taught in chapter 09."""
+    return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(n_splits)]
+
+
+def _nmae_between_halves(de_full: pd.DataFrame, de_a: pd.DataFrame, de_b: pd.DataFrame) -> float:
+    """The NMAE replicate: the halves' fold-change disagreement on the full data's gate, over its fold changes."""
+    gate = de_full[(de_full["p_adj"] < ALPHA) & np.isfinite(de_full["log2_fold_change"])]
+    gate = gate[gate["feature"] != gate["target"]][["target", "feature", "log2_fold_change"]]
+    for name, half in (("a", de_a), ("b", de_b)):
+        half = half[["target", "feature", "log2_fold_change"]].rename(columns={"log2_fold_change": name})
+        gate = gate.merge(half, on=["target", "feature"], how="left")
+        gate[name] = gate[name].where(np.isfinite(gate[name]), 0.0)  # a gene a half did not report: 0
+    values = []
+    for _, rows in gate.groupby("target"):
+        den = rows["log2_fold_change"].abs().mean()
+        if len(rows) >= MIN_GATE and np.isfinite(den) and den != 0:
+            values.append((rows["a"] - rows["b"]).abs().mean() / den)
+    return float(np.mean(values)) if values else np.nan
+
+
+def replicate(
+    real: ad.AnnData,
+    *,
+    pert_col: str = "target_gene",
+    control: str = "non-targeting",
+    n_splits: int = 5,
+    seed: int = 0,
+) -> pd.Series:
+    """The split-half replicate: the panel of one half of the real cells against the other, mean of the splits. Ch. 09.
+
+    Each split (seeds from `split_seeds`) halves every label's cells with `half_split`; the second half is scored
+    as a prediction of the first, each half against its own controls. The NMAE's replicate is cell-eval2's:
+    the halves' fold-change disagreement on the full data's significance gate, over the full fold changes.
+    """
+    _check_pair(real, real, pert_col, control)
+    is_control = real.obs[pert_col].astype(str) == control
+    de_full = de_table(real[~is_control], real[is_control], pert_col)
+    splits = []
+    for split_seed in split_seeds(seed, n_splits):
+        half_a, half_b = half_split(real, split_seed, pert_col=pert_col)
+        values = _one_context(half_b, half_a, pert_col, control, own_controls=True)
+        tables = []
+        for half in (half_a, half_b):
+            ctrl = half.obs[pert_col].astype(str) == control
+            tables.append(de_table(half[~ctrl], half[ctrl], pert_col))
+        values["de_wilcoxon_lfc_nmae"] = _nmae_between_halves(de_full, *tables)
+        splits.append(values)
+    return pd.DataFrame(splits).mean().reindex(list(PANEL))
+
+
+def score(user: pd.Series, baseline: pd.Series, replicate: pd.Series) -> pd.Series:
+    """Each panel metric scaled (u - b) / (r - b), 0 = the baseline, 1 = the replicate, and their mean. Ch. 09.
+
+    Not clipped. All three are `evaluate`-style Series (the baseline prediction scored like any submission).
+    """
+    for name, values in (("user", user), ("baseline", baseline), ("replicate", replicate)):
+        missing = [m for m in PANEL if m not in values.index]
+        if missing:
+            raise ValueError(f"{name} lacks {missing}: pass the Series vcc2026.evaluate / replicate return")
+    u, b, r = (pd.Series(v, dtype=np.float64).reindex(list(PANEL)) for v in (user, baseline, replicate))
+    scaled = (u - b) / (r - b)
+    return pd.concat([scaled, pd.Series({"mean": scaled.mean(skipna=False)})])
+
+
+def to_counts(adata: ad.AnnData, depth: float | np.ndarray = 20_000, seed: int = 0) -> ad.AnnData:
+    """Integer counts from log1p-normalized cells or means: each row multinomially sampled at `depth`. Ch. 09.
+
+    A row's expression expm1(x) is read as proportions over the genes; `depth` counts (one number, or one per
+    row) are drawn from them with numpy default_rng(seed). Use it to submit a model that predicts log1p values.
+    """
+    values = _dense(adata.X)
+    if values.size and (not np.all(np.isfinite(values)) or values.min() < 0):
+        raise ValueError("adata.X must be log1p values: finite and non-negative")
+    depths = np.broadcast_to(np.asarray(depth, dtype=np.int64), (adata.n_obs,))
+    if (depths < 0).any() or (depths > MAX_COUNTS_PER_CELL).any():
+        raise ValueError(f"depth must be between 0 and {MAX_COUNTS_PER_CELL:.0f} counts per cell")
+    linear = np.expm1(values)
+    totals = linear.sum(axis=1, keepdims=True)
+    if ((totals[:, 0] <= 0) & (depths > 0)).any():
+        raise ValueError("a row has no expression to sample from: give it depth 0 or some positive value")
+    proportions = np.divide(linear, totals, out=np.zeros_like(linear), where=totals > 0)
+    generator = np.random.default_rng(seed)
+    counts = (
+        np.stack(
+            [generator.multinomial(n, p) if n else np.zeros(len(p), np.int64) for n, p in zip(depths, proportions)]
+        )
+        if adata.n_obs
+        else np.zeros(adata.shape)
+    )
+    return ad.AnnData(X=sp.csr_matrix(counts.astype(np.float32)), obs=adata.obs.copy(), var=adata.var.copy())
