@@ -224,3 +224,62 @@ def test_one_context_at_a_time():
     per_context = vcc2026.evaluate(both_pred, both_real, context_col="cell_type")
     pd.testing.assert_series_equal(per_context.loc["A"], vcc2026.evaluate(pred, real), check_names=False)
     pd.testing.assert_series_equal(per_context.loc["B"], vcc2026.evaluate(other_pred, other_real), check_names=False)
+
+
+# ----------------------------------------------------------------------------- the limits the reference states
+
+
+def _table(targets, genes, lfc, p_adj):
+    """A DE table with the given fold changes and adjusted p-values for every (target, gene)."""
+    rows = [(t, g) for t in targets for g in genes]
+    return pd.DataFrame(
+        {
+            "target": [t for t, _ in rows],
+            "feature": [g for _, g in rows],
+            "log2_fold_change": np.resize(lfc, len(rows)),
+            "p_value": np.resize(p_adj, len(rows)) / 10,
+            "p_adj": np.resize(p_adj, len(rows)),
+        }
+    )
+
+
+def test_an_all_tied_row_scores_one_half_in_pds():
+    """A prediction equal to the control has no effect: every real effect is at distance 1, the mid-rank 0.5."""
+    genes = [f"G{g}" for g in range(10)]
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame(rng.random((5, 10)), index=[CONTROL, "A", "B", "C", "D"], columns=genes)
+    pred = pd.DataFrame(np.tile(real.loc[CONTROL].to_numpy(), (5, 1)), index=real.index, columns=genes)
+    assert (vcc2026.pds_cosine(pred, real, CONTROL) == 0.5).all()
+
+
+def test_control_emitting_prediction_reads_about_one_in_expression_error(both_sides):
+    ref, mine = both_sides["control-only"]
+    assert mine["expr_mse_unbiased_capped_norm"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_empty_union_is_one_in_jaccard_and_zero_fold_change_is_one_in_nmae():
+    genes = [f"G{g}" for g in range(20)]
+    real_lfc = np.linspace(-2, 2, 20)
+    real = _table(["A"], genes, real_lfc, 0.001)
+    silent = _table(["A"], genes, 0.0, 1.0)  # nothing called, no fold change
+    values = vcc2026.de_metrics(silent, real).loc["A"]
+    assert values["de_wilcoxon_lfc_nmae"] == 1.0
+    assert values["de_wilcoxon_direction_fidelity_yield_raw"] == 0.0
+    assert values["de_wilcoxon_direction_reach_raw"] == 0.0
+    nothing = vcc2026.de_metrics(silent, _table(["A"], genes, real_lfc, 1.0)).loc["A"]
+    assert nothing["de_wilcoxon_sig_jaccard"] == 1.0  # neither side calls a gene
+    assert np.isnan(nothing["de_wilcoxon_lfc_nmae"])  # fewer than 10 real calls: undefined
+    assert np.isnan(nothing["de_wilcoxon_direction_fidelity_yield_raw"])
+    right = vcc2026.de_metrics(real, real).loc["A"]
+    assert right["de_wilcoxon_lfc_nmae"] == 0.0 and right["de_wilcoxon_sig_jaccard"] == 1.0
+    assert right["de_wilcoxon_direction_reach_raw"] == 1.0
+
+
+def test_own_gene_is_left_out_of_the_de_metrics():
+    """A row for the target's own gene must not count: here it is the only disagreement."""
+    genes = ["A"] + [f"G{g}" for g in range(12)]
+    real = _table(["A"], genes, 1.0, 0.001)
+    pred = real.copy()
+    pred.loc[pred["feature"] == "A", ["log2_fold_change", "p_adj"]] = [-5.0, 0.9]
+    values = vcc2026.de_metrics(pred, real).loc["A"]
+    assert values["de_wilcoxon_sig_jaccard"] == 1.0 and values["de_wilcoxon_lfc_nmae"] == 0.0
