@@ -1,4 +1,4 @@
-"""The 2026 Virtual Cell Challenge's six scored metrics, rebuilt from scratch to match cell-eval2 0.20.0. Chapter 09.
+"""The 2026 Virtual Cell Challenge's six scored metrics from scratch, matching cell-eval2 0.20.0. Taught in chapter 09.
 
 A submission is raw integer counts. Each context is scored on its own, against its own controls:
 
@@ -144,7 +144,7 @@ def profiles(adata: ad.AnnData, pert_col: str = "target_gene") -> pd.DataFrame:
 
 
 def jackknife_noise(adata: ad.AnnData, pert_col: str = "target_gene", chunk: int = 256) -> pd.Series:
-    """Delete-one jackknife estimate of each label's profile sampling noise (summed over genes). Chapter 09.
+    """Delete-one jackknife estimate of each label's profile sampling noise, over genes. Taught in chapter 09.
 
     For a label with n cells, v_i is the profile without cell i; the estimate is (n - 1) / n * sum over genes
     of sum_i (v_ig - mean_i v_ig)^2; 0 for a label with fewer than 2 cells or no counts.
@@ -252,7 +252,9 @@ def expr_mse_unbiased_capped_norm(
     real_noise: pd.Series,
     control: str = "non-targeting",
 ) -> float:
-    """Noise-corrected squared error over the noise-corrected real effect size; 1 = predicting the control. Ch. 09.
+    """Noise-corrected squared error over the noise-corrected real effect size. Taught in chapter 09.
+
+    1 = predicting the control.
 
     Per perturbation p, over the genes but p's own: numerator |pred_p - real_p|^2 - C_pred - C_real,
     C_pred = min(jackknife_pred, jackknife_real) scaled so the panel's claim stays within its spread;
@@ -415,7 +417,7 @@ def evaluate(
     control: str = "non-targeting",
     context_col: str | None = None,
 ) -> pd.Series | pd.DataFrame:
-    """The six 2026 panel values of a count prediction against the real cells, as cell-eval2 scores them. Ch. 09.
+    """The six 2026 panel values of a count prediction against the real cells. Taught in chapter 09.
 
     One context at a time: with `context_col`, each context is scored on its own and a DataFrame (one row per
     context) is returned; without it, data holding a column named like a context with several values is
@@ -446,7 +448,7 @@ def evaluate(
 def baseline(
     real: ad.AnnData, *, pert_col: str = "target_gene", control: str = "non-targeting", seed: int = 0
 ) -> ad.AnnData:
-    """cell-eval2's context-mean baseline as cells: resampled real controls scaled to the mean profile. Ch. 09.
+    """cell-eval2's context-mean baseline as cells: scaled resampled controls. Taught in chapter 09.
 
     The profile is the equal-weight mean over the real perturbations of their mean count vectors, each
     perturbation's own target gene left out of that gene's mean. Every perturbation gets as many cells as it
@@ -526,7 +528,7 @@ def replicate(
     n_splits: int = 5,
     seed: int = 0,
 ) -> pd.Series:
-    """The split-half replicate: the panel of one half of the real cells against the other, mean of the splits. Ch. 09.
+    """The split-half replicate: one half of the real cells scored against the other. Taught in chapter 09.
 
     Each split (seeds from `split_seeds`) halves every label's cells with `half_split`; the second half is scored
     as a prediction of the first, each half against its own controls. The NMAE's replicate is cell-eval2's:
@@ -549,7 +551,9 @@ def replicate(
 
 
 def score(user: pd.Series, baseline: pd.Series, replicate: pd.Series) -> pd.Series:
-    """Each panel metric scaled (u - b) / (r - b), 0 = the baseline, 1 = the replicate, and their mean. Ch. 09.
+    """Each panel metric scaled (u - b) / (r - b), and their mean. Taught in chapter 09.
+
+    0 = the baseline, 1 = the replicate.
 
     Not clipped. All three are `evaluate`-style Series (the baseline prediction scored like any submission).
     """
@@ -563,7 +567,7 @@ def score(user: pd.Series, baseline: pd.Series, replicate: pd.Series) -> pd.Seri
 
 
 def to_counts(adata: ad.AnnData, depth: float | np.ndarray = 20_000, seed: int = 0) -> ad.AnnData:
-    """Integer counts from log1p-normalized cells or means: each row multinomially sampled at `depth`. Ch. 09.
+    """Integer counts from log1p cells or means, sampled at `depth` per row. Taught in chapter 09.
 
     A row's expression expm1(x) is read as proportions over the genes; `depth` counts (one number, or one per
     row) are drawn from them with numpy default_rng(seed). Use it to submit a model that predicts log1p values.
