@@ -206,6 +206,11 @@ def test_validation_says_what_to_fix():
         vcc2026.evaluate(pred[:, ::-1].copy(), real)
     with pytest.raises(ValueError, match="missing"):
         vcc2026.evaluate(pred[pred.obs["target_gene"] != "P0"].copy(), real)
+    no_controls = pred[pred.obs["target_gene"] != CONTROL].copy()
+    with pytest.raises(ValueError, match="control included"):
+        vcc2026.evaluate(no_controls, real)
+    with pytest.raises(ValueError, match="perturbation sets differ"):  # cell-eval2 refuses it too
+        official(no_controls, real)
     with pytest.raises(ValueError, match="pert_col"):
         vcc2026.evaluate(pred, real, pert_col="perturbation")
 

@@ -122,11 +122,12 @@ def _check_pair(pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str,
     real_labels = set(real.obs[pert_col].astype(str))
     if control not in real_labels:
         raise ValueError(f"real has no {control!r} cells in obs[{pert_col!r}]; pass control= the control label")
-    pred_labels = set(pred.obs[pert_col].astype(str)) - {control}
-    if pred_labels != real_labels - {control}:
-        missing, extra = sorted(real_labels - {control} - pred_labels), sorted(pred_labels - real_labels)
+    pred_labels = set(pred.obs[pert_col].astype(str))
+    if pred_labels != real_labels:  # the control too: cell-eval2 wants the real controls in the prediction
+        missing, extra = sorted(real_labels - pred_labels), sorted(pred_labels - real_labels)
         raise ValueError(
-            f"pred must predict exactly the real perturbations: missing {missing[:5]}, not in real {extra[:5]}"
+            f"pred must hold exactly the real labels, the control included (add the real control cells): "
+            f"missing {missing[:5]}, not in real {extra[:5]}"
         )
     validate_counts(pred, "pred", integers=integers)
     validate_counts(real, "real")
@@ -391,7 +392,13 @@ def de_metrics(de_pred: pd.DataFrame, de_real: pd.DataFrame) -> pd.DataFrame:
 
 
 def _one_context(
-    pred: ad.AnnData, real: ad.AnnData, pert_col: str, control: str, *, own_controls: bool = False, integers=True
+    pred: ad.AnnData,
+    real: ad.AnnData,
+    pert_col: str,
+    control: str,
+    *,
+    own_controls: bool = False,
+    integers: bool = True,
 ) -> pd.Series:
     """The six panel values of one context; `own_controls` measures the prediction against its own controls."""
     _check_pair(pred, real, pert_col, control, integers)
