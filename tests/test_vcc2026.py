@@ -288,3 +288,35 @@ def test_own_gene_is_left_out_of_the_de_metrics():
     pred.loc[pred["feature"] == "A", ["log2_fold_change", "p_adj"]] = [-5.0, 0.9]
     values = vcc2026.de_metrics(pred, real).loc["A"]
     assert values["de_wilcoxon_sig_jaccard"] == 1.0 and values["de_wilcoxon_lfc_nmae"] == 0.0
+
+
+def test_de_metrics_on_tables_with_different_genes_match_cell_eval2():
+    """Each half's own control filters its own genes: real calls the prediction does not report still count."""
+    import polars as pl
+    from cell_eval2.catalog import CATALOG
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    targets, genes = ["A", "B", "C"], ["A", "B"] + [f"G{i}" for i in range(30)]
+
+    def table(drop):
+        rows = [(t, g) for t in targets for g in genes if (t, g) not in drop]
+        p_value = rng.random(len(rows)) ** 4
+        out = pd.DataFrame(
+            {
+                "target": [t for t, _ in rows],
+                "feature": [g for _, g in rows],
+                "log2_fold_change": rng.normal(0, 1, len(rows)),
+                "p_value": p_value,
+            }
+        )
+        out["p_adj"] = out.groupby("target")["p_value"].transform(lambda p: stats.false_discovery_control(p))
+        return out
+
+    real = table(set())
+    pred = table({("A", "G1"), ("A", "G2"), ("B", "G3")} | {("C", f"G{i}") for i in range(5)})
+    mine = vcc2026.de_metrics(pred, real)
+    for metric in vcc2026.PANEL[2:]:
+        ref = CATALOG[metric].func(de_pred=pl.from_pandas(pred), de_real=pl.from_pandas(real))
+        expected = pd.Series(ref, dtype=np.float64).reindex(mine.index)
+        np.testing.assert_allclose(mine[metric].to_numpy(), expected.to_numpy(), rtol=0, atol=TOL, equal_nan=True)

@@ -340,10 +340,16 @@ def _sign(values: pd.Series) -> pd.Series:
 
 
 def de_metrics(de_pred: pd.DataFrame, de_real: pd.DataFrame) -> pd.DataFrame:
-    """The four DE metrics per perturbation, own gene left out, from two `de_table`s. Taught in chapter 09."""
-    merged = de_real.merge(de_pred, on=["target", "feature"], suffixes=("_real", "_pred"))
+    """The four DE metrics per perturbation, own gene left out, from two `de_table`s. Taught in chapter 09.
+
+    The tables may hold different genes (each side's control decides its gene filter): the real calls count
+    whether or not the prediction reports the gene (an unreported fold change reads 0), while the direction
+    metrics rank only the genes both sides report, as cell-eval2 does.
+    """
+    merged = de_real.merge(de_pred, on=["target", "feature"], suffixes=("_real", "_pred"), how="outer", indicator=True)
     merged = merged[merged["feature"] != merged["target"]]
     merged = merged.assign(
+        both=merged.pop("_merge") == "both",
         sig_real=merged["p_adj_real"] < ALPHA,
         sig_pred=merged["p_adj_pred"] < ALPHA,
         defined=_sign(merged["log2_fold_change_real"]) != 0,
@@ -353,7 +359,7 @@ def de_metrics(de_pred: pd.DataFrame, de_real: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for target, rows in merged.groupby("target", sort=True):
         n_conf = int(rows["sig_real"].sum())
-        scored = rows[rows["sig_pred"] & rows["defined"]]
+        scored = rows[rows["both"] & rows["sig_pred"] & rows["defined"]]
         called = max(len(scored), n_conf)
         fidelity = scored["match"].sum() / called if called else np.nan
         union = int((rows["sig_real"] | rows["sig_pred"]).sum())
@@ -367,7 +373,9 @@ def de_metrics(de_pred: pd.DataFrame, de_real: pd.DataFrame) -> pd.DataFrame:
             else np.nan
         )
         # reach: rank the real calls by the prediction's confidence; deepest prefix still >= 90 % right
-        ranked = rows.assign(abs_lfc=rows["log2_fold_change_pred"].abs().fillna(-np.inf))[rows["sig_real"]]
+        ranked = rows.assign(abs_lfc=rows["log2_fold_change_pred"].abs().fillna(-np.inf))[
+            rows["both"] & rows["sig_real"]
+        ]
         ranked = ranked.sort_values(
             ["sig_pred", "p_adj_pred", "p_value_pred", "abs_lfc", "feature"],
             ascending=[False, True, True, False, True],
