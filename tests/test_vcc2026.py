@@ -320,3 +320,23 @@ def test_de_metrics_on_tables_with_different_genes_match_cell_eval2():
         ref = CATALOG[metric].func(de_pred=pl.from_pandas(pred), de_real=pl.from_pandas(real))
         expected = pd.Series(ref, dtype=np.float64).reindex(mine.index)
         np.testing.assert_allclose(mine[metric].to_numpy(), expected.to_numpy(), rtol=0, atol=TOL, equal_nan=True)
+
+
+def test_de_table_is_cell_eval2s_table():
+    """Same genes, fold changes, p-values and BH on a half where float ties of log1p(CPM) decide p-values."""
+    from cell_eval2.anchor import _inner_config
+    from cell_eval2.run import _compute_de_side
+
+    from vcell_lib.data import half_split
+
+    preset = cell_eval2.EvalConfig.from_preset("vcc2026")
+    config = _inner_config(replace(preset, pert_col="target_gene", de=replace(preset.de, backend="pdex")))
+    _, real = make_pair(9, n_genes=600, n_perts=8, cells=30, n_controls=60)
+    half, _ = half_split(real, vcc2026.split_seeds()[0])
+    is_control = half.obs["target_gene"] == CONTROL
+    mine = vcc2026.de_table(half[~is_control], half[is_control])
+    theirs = _compute_de_side(half, cfg=config, fp=None, store=None, side="pred").to_pandas()
+    both = mine.merge(theirs, on=["target", "feature"], how="outer", indicator=True)
+    assert (both["_merge"] == "both").all()
+    for column in ("log2_fold_change", "p_value", "p_adj"):
+        np.testing.assert_allclose(both[f"{column}_x"], both[f"{column}_y"], rtol=0, atol=1e-12)
