@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_vcc2026 import CASES, official  # noqa: E402  (the same generated cases and cell-eval2 call)
+from test_vcc2026 import CASES, make_pair, official  # noqa: E402  (the tests' generated cases and cell-eval2 call)
 
 from vcell_lib import vcc2026  # noqa: E402
 
@@ -57,6 +57,10 @@ mine_rep, t_rep = timed(vcc2026.replicate, real)
 rows["baseline panel"] = (mine_base - ref_anchor[0]).abs()
 rows["replicate (5 splits)"] = (mine_rep - ref_anchor[1]).abs()
 times["baseline + replicate"] = (t_ref, t_base + t_rep)
+_, wide = make_pair(9, n_genes=600, n_perts=8, cells=30, n_controls=60)  # the halves keep different genes
+(ref_wide, t_ref), (rep_wide, t_rep) = timed(anchors_official, wide), timed(vcc2026.replicate, wide)
+rows["replicate, 600 genes"] = (rep_wide - ref_wide[1]).abs()
+times["600 genes: baseline + rep."] = (t_ref, t_rep)
 
 table = pd.DataFrame(rows).T[list(vcc2026.PANEL)]
 pd.set_option("display.width", 200)
