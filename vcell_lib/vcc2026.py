@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from vcell_lib.data import half_split, pseudobulk
+from vcell_lib.data.loading import _check_counts
 from vcell_lib.ranksum import rank_sum_pvalues
 
 __all__ = [
@@ -92,16 +93,12 @@ def validate_counts(adata: ad.AnnData, name: str = "adata", *, integers: bool = 
 
     `integers=False` admits fractional counts, as cell-eval2 does for its own baseline's scaled cells.
     """
-    values = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
-    if values.size and not np.all(np.isfinite(values)):
-        raise ValueError(f"{name}.X has NaN or infinite values; submit raw integer counts")
-    if values.size and values.min() < 0:
-        raise ValueError(f"{name}.X has negative values; submit raw integer counts (not log1p or z-scores)")
-    if integers and values.size and not np.all(values == np.round(values)):
-        raise ValueError(
-            f"{name}.X has non-integer values; submit raw integer counts (turn log1p predictions into counts "
-            "with vcell_lib.vcc2026.to_counts)"
-        )
+    _check_counts(
+        adata.X,
+        f"{name}.X",
+        integers=integers,
+        fractional_fix="Submit raw integer counts: turn log1p predictions into counts with vcell_lib.vcc2026.to_counts",
+    )
     totals = np.asarray(adata.X.sum(axis=1)).ravel()
     if totals.size and totals.max() > MAX_COUNTS_PER_CELL:
         raise ValueError(

@@ -44,8 +44,15 @@ def _require_columns(adata: ad.AnnData, **columns: str) -> None:
             )
 
 
-def _check_counts(matrix, where: str) -> None:
-    """Raise if `matrix` is not finite, non-negative and integer-valued (raw UMI counts)."""
+def _check_counts(
+    matrix,
+    where: str,
+    *,
+    integers: bool = True,
+    fractional_fix: str = "If X holds normalized or log1p data, point to the raw counts with layer='counts' "
+    "(or load adata.raw.to_adata())",
+) -> None:
+    """Raise if `matrix` is not finite, non-negative and (with `integers`) integer-valued: raw UMI counts."""
     values = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
     if values.size == 0:
         return
@@ -61,12 +68,10 @@ def _check_counts(matrix, where: str) -> None:
             "if these are scaled or centred data, load the raw counts instead (layer=...)"
         )
     fractional = values != np.round(values)
-    if fractional.any():
+    if integers and fractional.any():
         example = float(values[fractional][0])
         raise ValueError(
-            f"{where} has non-integer values (e.g. {example:.4g}): expected raw UMI counts. "
-            "If X holds normalized or log1p data, point to the raw counts with layer='counts' "
-            "(or load adata.raw.to_adata())"
+            f"{where} has non-integer values (e.g. {example:.4g}): expected raw UMI counts. {fractional_fix}"
         )
 
 
