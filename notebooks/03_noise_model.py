@@ -631,7 +631,7 @@ plt.show()
 # On such data a model's merit is what it predicts *beyond* the shared response.
 #
 # Second, in a real screen we know something about every gene before silencing it: its protein's sequence, its known functions, the genes it interacts with.
-# Genes whose proteins work together, in one complex or pathway, tend to have similar effects when silenced, and a model can use such knowledge to predict a perturbation it has never seen: STATE describes each gene by ESM-2 embeddings of its protein ([chapter 9](09_esm_gene_embeddings.ipynb)).
+# Genes whose proteins work together, in one complex or pathway, tend to have similar effects when silenced, and a model can use such knowledge to predict a perturbation it has never seen: STATE describes each gene by ESM-2 embeddings of its protein ([chapter 10](10_esm_gene_embeddings.ipynb)).
 # With `n_gene_features > 0` the simulator draws the analogue.
 # Each gene gets a hidden position in a small latent space (`uns["truth"]["gene_latent"]`); a regulator picks its targets among the genes aligned or opposed with it there, activating the aligned ones and repressing the opposed ones, so that genes close in the latent regulate alike.
 # Each gene also gets `n_gene_features` features, stored in `varm["gene_features"]`: a random linear read-out of its latent, mixed with noise.

@@ -1,4 +1,4 @@
-"""Unit tests of vcell_lib.embeddings (chapter 09). No download happens here: the network is off in tests."""
+"""Unit tests of vcell_lib.embeddings (chapter 10). No download happens here: the network is off in tests."""
 
 import gzip
 import os

@@ -1,6 +1,6 @@
 """Gene embeddings from a protein language model (ESM-2), as STATE builds them.
 
-Taught in chapter 09. Every protein isoform of a gene runs through ESM-2; its per-residue vectors are
+Taught in chapter 10. Every protein isoform of a gene runs through ESM-2; its per-residue vectors are
 mean-pooled (special tokens and padding excluded) into an isoform vector, and the isoform vectors
 are averaged into the gene vector. We use fair-esm, the ESM authors' own implementation: its
 alphabet ships with the package, so tokenization is exact offline, and `load_esm2` names the same
@@ -55,7 +55,7 @@ MAX_RESIDUES = 1022
 
 
 def read_fasta(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Read a (gzipped) FASTA into {gene symbol: [sequences]}; several records of a gene are isoforms. Ch. 09.
+    """Read a (gzipped) FASTA into {gene symbol: [sequences]}; several records of a gene are isoforms. Ch. 10.
 
     The symbol is the header's first field, up to "|" or whitespace (">STAT1|HGNC:11362|..." -> "STAT1").
     """
@@ -87,7 +87,7 @@ def read_fasta(path: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def clean_sequence(sequence: str, *, nonstandard: str = "error", name: str = "sequence") -> str:
-    """Validate a protein sequence; `nonstandard` says what to do with letters beyond the 20. Ch. 09.
+    """Validate a protein sequence; `nonstandard` says what to do with letters beyond the 20. Ch. 10.
 
     "error" (default) raises; "keep" keeps the letters ESM-2 knows (X, B, U, Z, O); "to_x" turns
     them into X, ESM-2's unknown residue. Lowercase letters, digits and other symbols always raise.
@@ -115,7 +115,7 @@ def clean_sequence(sequence: str, *, nonstandard: str = "error", name: str = "se
 
 
 def windows(length: int, size: int = MAX_RESIDUES, stride: int | None = None) -> list[tuple[int, int]]:
-    """Overlapping [start, end) windows covering a protein longer than the model's context. Ch. 09.
+    """Overlapping [start, end) windows covering a protein longer than the model's context. Ch. 10.
 
     Windows of `size` residues every `stride` (default size // 2), the last one aligned to the end.
     Every residue is covered; the per-residue vectors of overlapping windows are averaged.
@@ -134,7 +134,7 @@ def windows(length: int, size: int = MAX_RESIDUES, stride: int | None = None) ->
 
 
 def residue_mask(tokens, alphabet):
-    """True where a token is an amino acid: not the start, end or padding token. Taught in chapter 09."""
+    """True where a token is an amino acid: not the start, end or padding token. Taught in chapter 10."""
     special = {alphabet.cls_idx, alphabet.eos_idx, alphabet.padding_idx}
     mask = tokens.new_ones(tokens.shape, dtype=bool)
     for index in special:
@@ -143,7 +143,7 @@ def residue_mask(tokens, alphabet):
 
 
 def mean_pool(residues, mask):
-    """Mean of per-residue vectors where `mask` is true: (batch, tokens, width) -> (batch, width). Ch. 09."""
+    """Mean of per-residue vectors where `mask` is true: (batch, tokens, width) -> (batch, width). Ch. 10."""
     weights = mask.to(residues.dtype).unsqueeze(-1)
     counts = weights.sum(dim=1)
     if bool((counts == 0).any()):
@@ -183,7 +183,7 @@ class ESM2:
 
 
 def load_esm2(name: str = "esm2_t6_8M_UR50D", *, fallback: bool = True, seed: int = 0) -> ESM2:
-    """Load a pretrained ESM-2 by name; offline, fall back LOUDLY to a small random ESM-2. Taught in ch. 09.
+    """Load a pretrained ESM-2 by name; offline, fall back LOUDLY to a small random ESM-2. Taught in ch. 10.
 
     Downloads go through fair-esm (torch hub cache). When the weights cannot be fetched (no internet),
     and `fallback` is true, returns a randomly initialized ESM-2 of the 8M architecture (6 layers,
@@ -225,7 +225,7 @@ def embed_sequences(
     progress: bool = False,
     device: str | None = None,
 ) -> np.ndarray:
-    """Mean-pooled embedding of each protein: (n, width) float32. Taught in chapter 09.
+    """Mean-pooled embedding of each protein: (n, width) float32. Taught in chapter 10.
 
     Proteins longer than `window` residues are cut into half-overlapping windows; per-residue vectors
     of overlapping windows are averaged before pooling. Windows are sorted by length and batched up
@@ -288,7 +288,7 @@ def gene_embeddings(
     progress: bool = True,
     **embed_kwargs,
 ) -> tuple[list[str], np.ndarray]:
-    """Gene vectors: each isoform mean-pooled by ESM-2, then the isoforms averaged. Taught in chapter 09.
+    """Gene vectors: each isoform mean-pooled by ESM-2, then the isoforms averaged. Taught in chapter 10.
 
     `fasta` is a path or {gene: [isoform sequences]}. Returns (genes, array of shape (n_genes, width)).
     With `cache_dir`, isoform vectors are stored in one file per model, weights, layer and window size

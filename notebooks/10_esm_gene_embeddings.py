@@ -660,7 +660,7 @@ assert min(to_mutants) > max(to_others.values())
 # ## From gene vectors to perturbation features
 #
 # In a CRISPR screen each perturbation silences one gene.
-# The State Transition model (ST, chapter 11) receives the perturbation as a feature vector, and in the challenge recipe that vector is the ESM-2 embedding of the silenced gene {cite}`adduri2025`.
+# The State Transition model (ST, chapter 12) receives the perturbation as a feature vector, and in the challenge recipe that vector is the ESM-2 embedding of the silenced gene {cite}`adduri2025`.
 # A gene the model never saw silenced still has a vector, and if that vector resembles those of genes it did see, the model has something to generalize from.
 #
 # Which of the THP-1 screen's genes (chapter 4) have a protein in our file?
