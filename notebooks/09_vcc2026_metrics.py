@@ -88,7 +88,7 @@ versions()
 # - Each **context** (cell type) is scored on its own, against its own reference cells.
 # - Predicted effects are measured from the **reference control** cells, never from the submission's.
 # - **Six metrics** replace three: a cosine discrimination score, an expression error with the sampling noise subtracted, and four differential-expression metrics.
-# - Each metric is scaled between the baseline (0) and a **replicate** of the experiment (1), a split of the real cells into two halves, without clipping.
+# - Each metric is scaled between the baseline (0) and a **replicate** of the experiment (1), a split of the real cells into two halves; the formula does not clip (the leaderboard adds two limits, see below).
 
 # %% [markdown]
 # ## The data
@@ -142,8 +142,8 @@ real_profiles.iloc[:3, :6].round(3)
 #
 # 1. the effect of $p$ is its profile minus the **reference** control's profile, on both sides;
 # 2. the distance is the cosine distance $1 - \cos(\hat\delta_p, \delta_q)$ ({term}`cosine similarity`), so only the direction of an effect counts, not its size;
-# 3. every gene targeted by a perturbation of the panel is removed from the features, so the knocked-down gene itself cannot identify its perturbation;
-# 4. the rank $r$ of the true perturbation among the $n$ real effects (0 = closest) gives $1 - r/(n - 1)$, ties sharing their mean place, so a perfect prediction scores 1 and one that cannot tell perturbations apart about 0.5.
+# 3. where 2025 skipped each perturbation's own gene, every gene targeted by a perturbation of the panel is now removed from the features, so no target's drop can identify a perturbation;
+# 4. the rank $r$ of the true perturbation among the $n$ real effects (0 = closest) gives $1 - r/(n - 1)$ instead of $1 - r/n$, ties sharing their mean place, so a perfect prediction scores 1, the worst 0, and one that cannot tell perturbations apart about 0.5.
 #
 # By hand for the perfect resample, then with the library:
 
