@@ -246,7 +246,7 @@ plt.show()
 
 # %% [markdown]
 # Each point is one perturbation.
-# Most lie near the diagonal; a few lie well above it, because a perturbation's noise is not independent from gene to gene: a few more cells in one half whose guide failed, for example, shift all the genes downstream of the target at once, and such shared swings make one draw's squared error vary far more than independent genes would.
+# Most lie near the diagonal; a few lie well above it, because a perturbation's noise is not independent from gene to gene: a few more cells in one half whose guide failed, for example, can shift all the genes downstream of the target at once, and such shared swings make one draw's squared error vary far more than independent genes would.
 # The jackknife estimates the expected error, and over all perturbations the raw error is {glue:text}`noise_ratio:.2f` times the noise estimate.
 # The metric subtracts both noise terms from each perturbation's error (the prediction's, capped at the reference's and at the spread of the prediction across perturbations, so a submission cannot claim more noise than it shows), and divides by the real effect size measured the same way, $\lVert x_p - x_{\text{control}} \rVert^2$ minus the noise of both:
 #
@@ -292,7 +292,7 @@ assert expr["control mean, via to_counts"] > expr["control cells"]
 
 # %% [markdown]
 # The resample scores {glue:text}`expr_resample:.2f` and the control cells {glue:text}`expr_control:.2f`: most of the noise is gone from the numerator, and the denominator sets the scale.
-# Neither is exact, because the noise estimates are themselves noisy: with other random halves the resample's value moves by about a tenth around a small positive number, on this small, shallow panel.
+# Neither is exact, because the noise estimates are themselves estimates: on a panel this small and shallow, other random halves give somewhat different values.
 # Unlike the 2025 MAE, a perfect model is no longer penalized for the noise of the real cells.
 # The control *mean* scores worse, {glue:text}`expr_control_mean:.2f`, although it predicts no effect either: the mean of log1p values is not the log1p of the mean ({term}`Jensen's inequality`), so `expm1` of a mean log1p profile understates the genes whose counts vary most from cell to cell, and the proportions it hands to `to_counts` are not the controls' proportions.
 # A log1p model pays this price whenever its predictions are turned into counts this way.
