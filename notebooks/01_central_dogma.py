@@ -497,8 +497,8 @@ print(
 # (The real data we explore in chapter 2 come from a knockout screen {cite}`papalexi2021`, which is why the target's mRNA is a less reliable readout there.)
 #
 # We model both on a small network.
-# A {term}`transcription factor` `TF` activates gene `UP` and represses gene `DOWN`: its protein multiplies their promoters' switch-on rate by a Hill function of the protein count, $P^n/(K^n+P^n)$ for activation and $K^n/(K^n+P^n)$ for repression.
-# The Hill function is a smooth switch: it is one half when the protein count $P$ equals the threshold $K$, and the exponent $n$ sets how sharp the switch is.
+# A {term}`transcription factor` `TF` activates gene `UP` and represses gene `DOWN`: its protein multiplies their promoters' switch-on rate by a Hill function of the protein count, $P^h/(P_{1/2}^h+P^h)$ for activation and $P_{1/2}^h/(P_{1/2}^h+P^h)$ for repression.
+# The Hill function is a smooth switch: it is one half when the protein count $P$ equals the threshold $P_{1/2}$, and the Hill exponent $h$ sets how sharp the switch is.
 # A fourth gene, `OTHER`, is not connected.
 # In our model, CRISPRi reduces the TF's burst frequency $k_\text{on}$ by 90% (`crispri`); the knockout sets translation of functional protein to zero and makes mRNA decay three times faster (`knockout`).
 # These are modelling choices, simple and qualitatively right, not measured constants; for instance, every cell here is edited, and real human cells carry two copies (alleles) of each gene that burst independently.

@@ -81,19 +81,19 @@ versions()
 # Concretely, for cell $i$ of context $c$, batch $b$, with perturbation $p$:
 #
 # $$
-# \log \lambda_{ig} = \underbrace{\mu_{cg}}_{X_0} + \underbrace{k_i\, a_{cpg}}_{T_p} + \underbrace{(L^\top z_i)_g}_{H:\ \text{programs}} + \underbrace{\beta_{bg}}_{\varepsilon:\ \text{batch}},
+# \log \lambda_{ig} = \underbrace{\mu_{cg}}_{X_0} + \underbrace{\kappa_i\, a_{cpg}}_{T_p} + \underbrace{(L^\top z_i)_g}_{H:\ \text{programs}} + \underbrace{\beta_{bg}}_{\varepsilon:\ \text{batch}},
 # \qquad
 # \underbrace{m_{ig} \sim \operatorname{NB}\!\Bigl(M_i \tfrac{\lambda_{ig}}{Z_c},\, \theta_g\Bigr)}_{H:\ \text{size, bursting}},
 # \qquad
 # \underbrace{x_{ig} \sim \operatorname{Binomial}(m_{ig}, \eta_i)}_{\varepsilon:\ \text{capture, depth}}.
 # $$
 #
-# Here $\lambda_{ig}$ is the cell's expected expression rate of gene $g$ before size and capture, $\mu_{cg}$ is the context's basal log-expression, $k_i = \log(1 - \text{efficiency}_i)$ is the strength of the cell's knockdown (zero for controls and for cells whose guide failed; efficiency is capped at 98%, since CRISPRi rarely silences completely), and $a_{cpg}$ is how gene $g$ responds per unit of knockdown of $p$ in context $c$.
+# Here $\lambda_{ig}$ is the cell's expected expression rate of gene $g$ before size and capture, $\mu_{cg}$ is the context's basal log-expression, $\kappa_i = \log(1 - \text{efficiency}_i)$ is the strength of the cell's knockdown (zero for controls and for cells whose guide failed; efficiency is capped at 98%, since CRISPRi rarely silences completely), and $a_{cpg}$ is how gene $g$ responds per unit of knockdown of $p$ in context $c$.
 # Then $z_i$ are the cell's program scores with gene loadings $L$, $\beta_{bg}$ is batch $b$'s shift of gene $g$, $M_i$ is the cell's total number of mRNA molecules (drawn per cell), $Z_c$ normalizes the context's profile to sum to one, $m_{ig}$ is the number of molecules in the cell, and $\theta_g$ is the gene's negative binomial inverse dispersion (chapter 1 called it $r$).
 # Finally $\eta_i$ is the cell's capture efficiency, drawn per cell and scaled by its batch's sequencing depth, and $x_{ig}$ is the observed count.
 #
 # Writing $T_p(X_0)$ allows the effect to depend on the cell's state.
-# The simulator simplifies: the effect depends on the state only through the context $c$, it adds to the log-rate, and it is linear in the knockdown strength $k_i$, whatever the cell's programs or size.
+# The simulator simplifies: the effect depends on the state only through the context $c$, it adds to the log-rate, and it is linear in the knockdown strength $\kappa_i$, whatever the cell's programs or size.
 # Real responses are not linear: in exercise 4 of chapter 1, a target was buffered against mild knockdowns of its regulator, and its response steepened as the knockdown grew.
 # `simulate_perturbseq` implements exactly this model and stores what is normally hidden: every cell's knockdown, size and capture, and the true mean effect of every perturbation in every context.
 
@@ -160,7 +160,7 @@ plt.show()
 # ## $T_p$: a knockdown travels through the network
 #
 # The simulator wires a random sparse gene regulatory network: about one gene in ten is a regulator, and each regulator controls a dozen targets with a random positive (activating) or negative (repressing) weight.
-# Silencing gene $p$ changes its own log-expression by $k_i$, and each target of $p$ changes by $k_i$ times the edge weight; the change propagates along paths of up to three edges.
+# Silencing gene $p$ changes its own log-expression by $\kappa_i$, and each target of $p$ changes by $\kappa_i$ times the edge weight; the change propagates along paths of up to three edges.
 # So $a_{cpg}$ is 1 for the silenced gene itself (plus any loop back to it) and, for every other gene, the sum over paths from $p$ to $g$ of the product of their edge weights.
 # Each edge is active in a context only with some probability, so the same perturbation has a different effect in each cell type.
 # The stored truth, `true_effects(sim)`, is the *mean* log-change over perturbed cells, including incomplete knockdowns and escapers.
@@ -560,10 +560,10 @@ assert matched < confounded
 # It comes from biology and from the choice of genes in a screen (a panel of essential genes shares one response), and it lets a prediction that knows only the *average* perturbed cell look good on metrics that compare effects, so that methods seem to predict more than they do.
 # Two knobs of the simulator, both off by default, add it:
 #
-# - `shared_response` sets the size of a response along one fixed direction $d$ of gene space (a fifth of the genes move), which each perturbation $p$ shows with its own strength $s_p$: some strongly, some barely;
+# - `shared_response` sets the size of a response along one fixed direction $w$ of gene space (a fifth of the genes move), which each perturbation $p$ shows with its own strength $\rho_p$: some strongly, some barely;
 # - `program_shift` lets each perturbation move the mean activity $\Delta z_p$ of the cell programs of $H$, for example fewer cells in a cycling program.
 #
-# Both add to $T_p$: the mean effect of $p$ on gene $g$ becomes $\bar k\, a_{cpg} + s_p d_g + (L^\top \Delta z_p)_g$, with $\bar k$ the mean knockdown strength, and each cell carries the two new terms in proportion to its own knockdown (escapers show none).
+# Both add to $T_p$: the mean effect of $p$ on gene $g$ becomes $\bar\kappa\, a_{cpg} + \rho_p w_g + (L^\top \Delta z_p)_g$, with $\bar\kappa$ the mean knockdown strength, and each cell carries the two new terms in proportion to its own knockdown (escapers show none).
 # Both are in the stored truth, so `true_effects` still holds each perturbation's complete mean effect.
 # We simulate the same experiment with both knobs on and compare the true effects of all pairs of perturbations.
 

@@ -626,10 +626,10 @@ plt.show()
 # - the context split above (the test perturbations of context_C were measured in the other cell types): honest, and the lookup table *transfers*;
 # - the perturbation split above: honest, and the lookup table has nothing to look up.
 #
-# Two scores, both computed on the test pairs: the Pearson correlation between predicted and observed $\delta$ (median over pairs), and a simplified version of the challenge's *perturbation discrimination*: for each test pair, rank the $N$ observed test effects of the same cell type by their L1 distance to the prediction, and score $1 - \text{rank}/(N-1)$, where rank counts the other perturbations that lie strictly closer.
+# Two scores, both computed on the test pairs: the Pearson correlation between predicted and observed $\delta$ (median over pairs), and a simplified version of the challenge's *perturbation discrimination*: for each test pair, rank the $K$ observed test effects of the same cell type by their L1 distance to the prediction, and score $1 - \text{rank}/(K-1)$, where rank counts the other perturbations that lie strictly closer.
 # A prediction nearest to its own perturbation's effect scores 1, one nearest to every other effect scores 0, and guessing scores 0.5 on average.
-# The challenge's own score, built in [chapter 6](06_perturbation_discrimination.ipynb) and available as `vcell_lib.metrics.discrimination_score`, differs in three details: it leaves out the column of the silenced gene, it divides a 0-based rank by $N$ rather than $N-1$, and it breaks ties by position rather than in the prediction's favour.
-# Both compare signed effects, and for the question here the simplified score is clearer: a prediction that is the same for every perturbation scores exactly 0.5, while ties and the division by $N$ move the challenge's score away from 0.5 when there are few perturbations (chapter 6 explains why chance is not exactly 0.5 there).
+# The challenge's own score, built in [chapter 6](06_perturbation_discrimination.ipynb) and available as `vcell_lib.metrics.discrimination_score`, differs in three details: it leaves out the column of the silenced gene, it divides a 0-based rank by $K$ rather than $K-1$, and it breaks ties by position rather than in the prediction's favour.
+# Both compare signed effects, and for the question here the simplified score is clearer: a prediction that is the same for every perturbation scores exactly 0.5, while ties and the division by $K$ move the challenge's score away from 0.5 when there are few perturbations (chapter 6 explains why chance is not exactly 0.5 there).
 # Controls are split in half, one half as the training reference and the other as the test reference, so that the two sides share no noise.
 
 
@@ -654,7 +654,7 @@ def median_pearson(pred: pd.DataFrame, observed: pd.DataFrame) -> float:
 
 
 def discrimination(pred: pd.DataFrame, observed: pd.DataFrame) -> float:
-    """Mean of 1 - rank/(N - 1), ranking observed effects of the same cell type by L1 distance."""
+    """Mean of 1 - rank/(K - 1), ranking observed effects of the same cell type by L1 distance."""
     scores = []
     for c in observed.index.unique(CELL_TYPE):
         obs_c = observed.xs(c, level=CELL_TYPE, drop_level=False)

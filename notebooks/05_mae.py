@@ -152,12 +152,12 @@ assert set(nothing.obs[PERT]) == set(real.obs[PERT])
 # ## The definition
 #
 # For each perturbation $p$, take the {term}`pseudobulk` of the predicted cells, $\hat{x}_{p}$, and of the real cells, $x_{p}$: one mean log1p value per gene $g$.
-# The metric is the mean, over the $G$ genes, of the absolute difference, then the mean over the $P$ perturbations:
+# The metric is the mean, over the $G$ genes, of the absolute difference, then the mean over the $K$ perturbations:
 #
 # $$
 # \operatorname{MAE}_p = \frac{1}{G}\sum_{g=1}^{G} \bigl|\hat{x}_{p,g} - x_{p,g}\bigr|,
 # \qquad
-# \operatorname{MAE} = \frac{1}{P}\sum_{p=1}^{P} \operatorname{MAE}_p .
+# \operatorname{MAE} = \frac{1}{K}\sum_{p=1}^{K} \operatorname{MAE}_p .
 # $$
 #
 # Lower is better, and 0 means the two pseudobulks are identical.
@@ -427,7 +427,7 @@ assert gains["shared_response=0.3"] > 1.5 * gains["private effects"] > 0
 # ## Shrinking effects toward zero
 #
 # If noise on unaffected genes costs so much, what about a model that knows the effects but hedges?
-# Take the effects measured in the independent sample, $\delta^B_p = x^B_p - x^B_{\text{ctrl}}$, and predict $x^B_{\text{ctrl}} + s\,\delta^B_p$ for a factor $s$: $s = 0$ is "nothing happens", $s = 1$ the independent sample's pseudobulk, $s = 2$ doubles every effect (levels below zero are set to zero, since log1p values cannot be negative).
+# Take the effects measured in the independent sample, $\delta'_p = x'_p - x'_{\text{ctrl}}$ (the prime marks that sample), and predict $x'_{\text{ctrl}} + \alpha\,\delta'_p$ for a factor $\alpha$: $\alpha = 0$ is "nothing happens", $\alpha = 1$ the independent sample's pseudobulk, $\alpha = 2$ doubles every effect (levels below zero are set to zero, since log1p values cannot be negative).
 # Because MAE only sees pseudobulks, one predicted cell per perturbation, equal to the profile, would score the same as many copies; we build the copies anyway, in the challenge's format.
 
 # %%
@@ -460,7 +460,7 @@ scaled = pd.DataFrame(
         ]
         for name, bulk in sources.items()
     },
-    index=pd.Index(FACTORS, name="factor s"),
+    index=pd.Index(FACTORS, name="factor α"),
 )
 print(scaled.round(4).to_string())
 
@@ -495,7 +495,7 @@ for (name, curve), colour in zip(
     ax.plot(best[name], curve.min(), "*", color=colour, markersize=14)
 ax.axvline(1, color="black", lw=0.8, ls="--")
 ax.set(
-    xlabel="factor s applied to every predicted effect",
+    xlabel="factor α applied to every predicted effect",
     ylabel="MAE",
     title="MAE prefers shrunken effects (stars: best s)",
 )
@@ -504,12 +504,12 @@ plt.show()
 
 # %% [markdown]
 # With effects measured on `N_CELLS` cells, the best factor is well below 1: halving every effect beats predicting it at full size.
-# The measured effect is the true effect plus noise, and on the many genes whose true effect is zero, anything other than $s = 0$ adds noise; shrinking trades a little error on the few real effects for less noise on all the others.
+# The measured effect is the true effect plus noise, and on the many genes whose true effect is zero, anything other than $\alpha = 0$ adds noise; shrinking trades a little error on the few real effects for less noise on all the others.
 # With effects from the much larger sample, the noise is small and the best factor moves toward 1.
 # This is {term}`shrinkage`, a classic of statistics; a model trained to minimize an average error on noisy data tends to learn some of it by itself.
 # It is also a way to game MAE: a model can lower its MAE by predicting timid effects without knowing any more biology.
 # The other two metrics look at effects rather than levels, and later chapters refer back to this section: chapter 6 shows that shrunken predictions lose their discrimination ranks, and chapter 8 blends a baseline with transferred effects, where MAE again prefers the shrunken blend and the other two metrics prefer bold effects.
-# Inflated effects ($s > 1$) are punished hard, and quickly: exaggeration costs more than timidity.
+# Inflated effects ($\alpha > 1$) are punished hard, and quickly: exaggeration costs more than timidity.
 
 # %% [markdown]
 # ## The noise floor
@@ -518,14 +518,14 @@ plt.show()
 # How large is this {term}`noise floor`?
 # The standard error of an estimate is its standard deviation over repeated experiments; for the mean of $n$ independent cells whose values have standard deviation $\sigma$, it is $\sigma / \sqrt{n}$.
 # So for gene $g$ with single-cell standard deviation $\sigma_g$ (of its log1p values), the pseudobulk of $n$ real cells has standard error $\sigma_g / \sqrt{n}$.
-# If the prediction is an independent pseudobulk of $m$ cells, their difference has standard deviation $\sigma_g \sqrt{1/n + 1/m}$; for a roughly normal difference the expected absolute value is $\sqrt{2/\pi}$ times that.
+# If the prediction is an independent pseudobulk of $\hat n$ cells, their difference has standard deviation $\sigma_g \sqrt{1/n + 1/\hat n}$; for a roughly normal difference the expected absolute value is $\sqrt{2/\pi}$ times that.
 # Averaging over genes:
 #
 # $$
-# \mathbb{E}[\operatorname{MAE}_p] \approx \sqrt{\tfrac{2}{\pi}}\,\sqrt{\tfrac{1}{n} + \tfrac{1}{m}}\;\frac{1}{G}\sum_g \sigma_{g},
+# \mathbb{E}[\operatorname{MAE}_p] \approx \sqrt{\tfrac{2}{\pi}}\,\sqrt{\tfrac{1}{n} + \tfrac{1}{\hat n}}\;\frac{1}{G}\sum_g \sigma_{g},
 # $$
 #
-# and for a model that predicts the exact mean, $m = \infty$ and the term $1/m$ disappears.
+# and for a model that predicts the exact mean, $\hat n = \infty$ and the term $1/\hat n$ disappears.
 # We check this by simulating the same experiment (same seed, so the same perturbations and true effects) with more and more cells per perturbation, split into two halves as before: half B predicts half A.
 # The MAE of one half against the other is what we call the **half-split noise floor**: the error of a perfect sampler of the experiment, measurable without knowing the truth.
 
@@ -726,7 +726,7 @@ plt.show()
 # - A prediction is an AnnData of log1p-normalized cells labelled in `target_gene`, with predicted control cells and exactly the real genes; `vcell_lib.metrics.evaluate` computes MAE, MSE and `mae_delta` as cell-eval does.
 # - Most genes do not respond to a perturbation, so MAE mostly measures the noise of the prediction and of the real pseudobulk on unaffected genes: it barely separates good from useless predictions, and on most perturbations "nothing happens" (the control mean) beats a perfect sampler of the experiment, although a few strong perturbations can put the sampler ahead on the mean (THP-1).
 # - MAE rewards low-noise mean predictions and effects shrunk toward zero ({term}`shrinkage`), the more so the noisier the effects; exaggerated effects are punished.
-# - Even the exact truth has MAE > 0: the noise floor is about $\sqrt{2/\pi}\,\bar\sigma\sqrt{1/n + 1/m}$ and falls like $1/\sqrt{n}$; judge an MAE against the half-split noise floor for the same number of cells (chapter 8 turns half-splits into the data ceiling of the other metrics).
+# - Even the exact truth has MAE > 0: the noise floor is about $\sqrt{2/\pi}\,\bar\sigma\sqrt{1/n + 1/\hat n}$ and falls like $1/\sqrt{n}$; judge an MAE against the half-split noise floor for the same number of cells (chapter 8 turns half-splits into the data ceiling of the other metrics).
 
 # %% [markdown]
 # ## Exercises
@@ -786,12 +786,12 @@ assert after["mae_delta"] - before["mae_delta"] < 0.2 * (after["mae"] - before["
 
 # %% [markdown]
 # **3. How much to shrink?**
-# For each number of cells in the noise-floor sweep, find the factor $s$ (on a grid from 0 to 1.5) that minimizes the MAE of half B's shrunken effects against half A.
+# For each number of cells in the noise-floor sweep, find the factor $\alpha$ (on a grid from 0 to 1.5) that minimizes the MAE of half B's shrunken effects against half A.
 # How does the best factor change with the number of cells, and why?
 
 # %% tags=["hide-cell"]
 # Solution. With few cells the measured effects are mostly noise, so the best prediction is
-# close to "nothing happens"; with many cells they are reliable and the best s approaches 1.
+# close to "nothing happens"; with many cells they are reliable and the best α approaches 1.
 shrink_grid = np.round(np.arange(0, 1.501, 0.05), 2)
 best_factor = {}
 for n, (bulk_a, bulk_b) in sweep_bulks.items():

@@ -20,14 +20,14 @@
 #
 # A virtual cell that predicts the same change for every gene you silence is of no use to anyone who must choose which gene to silence.
 # The mean absolute error of chapter 5 barely notices such a model: most genes change little after most perturbations, so the average change is already a close guess.
-# The challenge's second metric asks a sharper question: if we hand the model's prediction for gene $p$ to someone who holds the real measured effects of all $N$ perturbations, can they pick out the real effect of $p$?
+# The challenge's second metric asks a sharper question: if we hand the model's prediction for gene $p$ to someone who holds the real measured effects of all $K$ perturbations, can they pick out the real effect of $p$?
 # This chapter builds that metric, the {term}`perturbation discrimination score`, in a few lines of numpy, measures what perfect, random and baseline predictions score on data whose truth we know, finds how far noise alone lets real data be told apart, and shows what the metric does not see.
 
 # %% [markdown]
 # ```{admonition} Objectives and prerequisites
 # :class: tip
 # After this chapter you will be able to:
-# - compute the perturbation discrimination score by hand: L1 distances from a predicted effect vector to every real one, without the silenced gene's column, a 0-based rank, and $1 - \text{rank}/N$;
+# - compute the perturbation discrimination score by hand: L1 distances from a predicted effect vector to every real one, without the silenced gene's column, a 0-based rank, and $1 - \text{rank}/K$;
 # - say what perfect, random, shuffled, cell-mean and control-mean ("nothing happens") predictions score, and why "chance" is not exactly 0.5;
 # - explain why the silenced gene is left out, and how the number of cells caps the score that even a perfect model can reach;
 # - judge which real perturbations can be told apart at all, from two halves of the same experiment;
@@ -77,10 +77,10 @@ versions()
 # The discrimination score of that prediction is computed in three steps.
 #
 # 1. **Distances.** Compare $\hat\delta_p$ with the *real* effect vector of every perturbation $q$ (including $p$ itself) by the L1, or Manhattan, distance: the sum over genes of absolute differences,
-#    $d_{pq} = \sum_{g \ne p} \bigl|\hat\delta_{p,g} - \delta_{q,g}\bigr|$.
+#    $\operatorname{dist}(\hat\delta_p, \delta_q) = \sum_{g \ne p} \bigl|\hat\delta_{p,g} - \delta_{q,g}\bigr|$.
 #    The sum skips gene $p$ itself, for a reason we come back to below.
-# 2. **Rank.** Sort the $N$ distances in ascending order and find the position of the true perturbation $q = p$, counting from 0: $r_p = 0$ means that no other real effect is closer to the prediction than its own.
-# 3. **Score.** $s_p = 1 - r_p / N$, where $N$ is the number of perturbations. A prediction nearest to its own effect scores 1; one with every other perturbation closer scores $1/N$.
+# 2. **Rank.** Sort the $K$ distances in ascending order and find the position of the true perturbation $q = p$, counting from 0: $r_p = 0$ means that no other real effect is closer to the prediction than its own.
+# 3. **Score.** $s_p = 1 - r_p / K$, where $K$ is the number of perturbations. A prediction nearest to its own effect scores 1; one with every other perturbation closer scores $1/K$.
 #
 # The score of a model is the mean of $s_p$ over all perturbations.
 #
@@ -137,7 +137,7 @@ def pds(
 ) -> np.ndarray:
     """Perturbation discrimination, one score per perturbation.
 
-    pred and real: (N perturbations x G genes) effect vectors, rows in the order of `perts`.
+    pred and real: (K perturbations x G genes) effect vectors, rows in the order of `perts`.
     """
     n = len(perts)
     scores = np.empty(n)
@@ -220,9 +220,9 @@ print(
 # %% [markdown]
 # Three variants of the formula circulate, and they differ only in how the rank is scaled:
 #
-# - **cell-eval** (the evaluator of the challenge, version 0.8) and this book: $s_p = 1 - r_p/N$ with the 0-based rank. Perfect is 1, the worst possible is $1/N$, and a prediction that carries no information scores about 0.5.
-# - **The challenge's introductory blog post** ([Hugging Face, 2025](https://huggingface.co/blog/virtual-cell-challenge)) writes $\text{PDisc}_p = r_p/N$ and a normalized $1 - 2\,\text{PDisc}$, which is about 0 for random predictions and 1 for perfect ones; it equals $2 s_p - 1$ (exercise 1).
-# - **Chapter 4** used $1 - r_p/(N-1)$, with $r_p$ the number of other perturbations strictly closer, so that the worst case is exactly 0.
+# - **cell-eval** (the evaluator of the challenge, version 0.8) and this book: $s_p = 1 - r_p/K$ with the 0-based rank. Perfect is 1, the worst possible is $1/K$, and a prediction that carries no information scores about 0.5.
+# - **The challenge's introductory blog post** ([Hugging Face, 2025](https://huggingface.co/blog/virtual-cell-challenge)) writes $\text{PDisc}_p = r_p/K$ and a normalized $1 - 2\,\text{PDisc}$, which is about 0 for random predictions and 1 for perfect ones; it equals $2 s_p - 1$ (exercise 1).
+# - **Chapter 4** used $1 - r_p/(K-1)$, with $r_p$ the number of other perturbations strictly closer, so that the worst case is exactly 0.
 #
 # One more difference matters more than the scaling.
 # cell-eval up to version 0.5 compared the *absolute values* $|\delta|$ of effects; since version 0.6 it compares the signed effects, so a prediction must also get the direction of each change right (exercise 2).
@@ -279,7 +279,7 @@ print(score_table.mean().round(3).to_string())
 print(
     "mean absolute error (chapter 5):", {k: round(float(v), 4) for k, v in mae.items()}
 )
-N = len(perts)
+K = len(perts)
 assert score_table["real itself"].eq(1).all()
 assert score_table["resample"].mean() > 0.85
 for name in ("random", "shuffled labels", "cell mean", "control mean"):
@@ -296,14 +296,14 @@ assert mae["cell mean"] < mae["resample"]
 # ### Why "no information" is not exactly 0.5
 #
 # Look closer at the two baselines: they predict the same vector $b$ for every perturbation.
-# If we kept every gene, the distances from $b$ to the $N$ real effects would be the same list for every $p$, so one sorting would serve all predictions, and the $N$ true perturbations would take the ranks $0, 1, \dots, N-1$ once each.
+# If we kept every gene, the distances from $b$ to the $K$ real effects would be the same list for every $p$, so one sorting would serve all predictions, and the $K$ true perturbations would take the ranks $0, 1, \dots, K-1$ once each.
 # The mean score would then be exactly
 #
 # $$
-# \frac{1}{N}\sum_{r=0}^{N-1} \Bigl(1 - \frac{r}{N}\Bigr) = \frac{N+1}{2N},
+# \frac{1}{K}\sum_{r=0}^{K-1} \Bigl(1 - \frac{r}{K}\Bigr) = \frac{K+1}{2K},
 # $$
 #
-# slightly above 0.5 because the rank counts from 0 but is divided by $N$.
+# slightly above 0.5 because the rank counts from 0 but is divided by $K$.
 # Ties cannot change this mean: `argsort` puts tied distances in *some* order, so each rank is still used once; ties only decide which perturbation gets which rank.
 # Dropping gene $p$ breaks the argument, because each prediction now sees a slightly different list:
 
@@ -315,11 +315,11 @@ for name in ("cell mean", "control mean"):
     print(
         f"{name:12s}: every gene kept {kept:.4f}, silenced gene dropped {dropped:.4f}"
     )
-    assert np.isclose(kept, (N + 1) / (2 * N))
-print(f"(N + 1) / 2N = {(N + 1) / (2 * N):.4f}")
+    assert np.isclose(kept, (K + 1) / (2 * K))
+print(f"(K + 1) / 2K = {(K + 1) / (2 * K):.4f}")
 
 # %% [markdown]
-# With the silenced gene dropped, identical predictions score above $(N+1)/(2N)$.
+# With the silenced gene dropped, identical predictions score above $(K+1)/(2K)$.
 # The real effect of $p$ loses its own knockdown, often its largest entry, when its distance is computed, while every other real effect $q$ keeps its own.
 # So, seen from a prediction that knows nothing, $p$'s real effect looks a little smaller than the others, closer to any average guess, and ranks a little higher.
 # This is one reason why the challenge does not take 0.5 as its reference, but scores a model by how far it rises above the cell-mean baseline's own score, reported as about 0.51 on the challenge data (chapter 8).
@@ -342,7 +342,7 @@ assert toy_scores[0] == 1 and toy_scores[1] < 1
 # The figure shows the distribution of ranks for each kind of prediction.
 
 # %% tags=["hide-input"]
-ranks = (1 - score_table).drop(columns="real itself") * N  # real itself: all at 0
+ranks = (1 - score_table).drop(columns="real itself") * K  # real itself: all at 0
 colors = {
     "resample": PALETTE["truth"],
     "random": PALETTE["control"],
@@ -351,11 +351,11 @@ colors = {
     "control mean": PALETTE["prediction"],
 }
 fig, axes = plt.subplots(1, 5, figsize=(12, 3.2), sharex=True, sharey=True)
-bins = np.arange(0, N + 1, max(1, N // 10))
+bins = np.arange(0, K + 1, max(1, K // 10))
 for ax, name in zip(axes, ranks.columns):
     ax.hist(ranks[name], bins=bins, color=colors[name])
     ax.set_title(f"{name}\nmean score {score_table[name].mean():.2f}")
-fig.supxlabel(f"rank of the true perturbation (0 = nearest, N = {N})")
+fig.supxlabel(f"rank of the true perturbation (0 = nearest, K = {K})")
 fig.supylabel("perturbations")
 fig.tight_layout()
 plt.show()
@@ -422,7 +422,7 @@ assert (keep_table["target dropped"] < 0.7).all()
 
 # %% [markdown]
 # With the column dropped, the target-only model is what it is, a prediction of "nothing happens", and scores like the control mean.
-# (Under the cosine distance an all-zero prediction has no direction, every distance is undefined, and the ranks fall back on the order of the list: the no-information mean $(N+1)/(2N)$.)
+# (Under the cosine distance an all-zero prediction has no direction, every distance is undefined, and the ranks fall back on the order of the list: the no-information mean $(K+1)/(2K)$.)
 # With the column kept, it looks clever.
 # Under the cosine distance it is nearly perfect: its predicted vector points exactly along gene $p$, and the real effect of $p$ is the only one with a large component there.
 # Under the L1 distance the gain is real but limited on all genes, because $2|x|$ competes with distances summed over hundreds of genes, each carrying noise; on the small panel it counts for much more.
@@ -476,10 +476,10 @@ fig, ax = plt.subplots(figsize=(6, 3.8))
 for column, color in zip(sweep.columns, (PALETTE["prediction"], PALETTE["perturbed"])):
     ax.semilogx(sweep.index, sweep[column], "o-", color=color, label=column)
 ax.axhline(
-    (N + 1) / (2 * N),
+    (K + 1) / (2 * K),
     color=PALETTE["control"],
     ls=":",
-    label="no information, (N+1)/2N",
+    label="no information, (K+1)/2K",
 )
 ax.set(
     xlabel="cells per perturbation (the swept side)",
@@ -493,7 +493,7 @@ plt.show()
 # %% [markdown]
 # The two sides are not alike.
 # Noise in the prediction costs surprisingly little: predictions from ten cells per perturbation keep most of their score.
-# A prediction's noise is one and the same vector in all $N$ of its comparisons, so it pushes the prediction away from every real effect by a similar amount, and the *order* of the distances largely survives.
+# A prediction's noise is one and the same vector in all $K$ of its comparisons, so it pushes the prediction away from every real effect by a similar amount, and the *order* of the distances largely survives.
 # Noise on the real side costs more at small numbers of cells: each real effect carries its own, independent noise, which reshuffles the distances, and a nearly noise-free prediction falls far below 1 when the test data have ten cells per perturbation.
 # So the score a model can reach is bounded by the noise of the data it is tested on, which no model can reduce.
 # (Each point is one simulated experiment; the small wiggles are its luck.)
@@ -835,8 +835,8 @@ plt.show()
 # %% [markdown]
 # ## Summary
 #
-# - The perturbation discrimination score ranks the real effects of all $N$ perturbations by their L1 distance to a predicted effect, without the silenced gene's column, and scores $1 - r/N$ for the 0-based rank $r$ of the true one; the mean over perturbations is the model's score. `vcell_lib.metrics.discrimination_score` and `evaluate` compute it exactly as cell-eval 0.8 does, with signed effects.
-# - Perfect predictions score 1; the worst possible is $1/N$. Predictions without information about the perturbation (random, shuffled, cell mean, control mean) score near 0.5: exactly $(N+1)/(2N)$ for identical predictions with every gene kept, a little more once the silenced gene is dropped. The blog's normalized form $1 - 2r/N$ puts chance at about 0 instead.
+# - The perturbation discrimination score ranks the real effects of all $K$ perturbations by their L1 distance to a predicted effect, without the silenced gene's column, and scores $1 - r/K$ for the 0-based rank $r$ of the true one; the mean over perturbations is the model's score. `vcell_lib.metrics.discrimination_score` and `evaluate` compute it exactly as cell-eval 0.8 does, with signed effects.
+# - Perfect predictions score 1; the worst possible is $1/K$. Predictions without information about the perturbation (random, shuffled, cell mean, control mean) score near 0.5: exactly $(K+1)/(2K)$ for identical predictions with every gene kept, a little more once the silenced gene is dropped. The blog's normalized form $1 - 2r/K$ puts chance at about 0 instead.
 # - Keeping the silenced gene would reward a model that only predicts the knockdown, dramatically under the cosine distance or on small gene panels.
 # - Noise on both sides caps the score: a second measurement of the same experiment discriminates well only with enough cells, and a perturbation measured with few cells can fall below chance even for a perfect model.
 # - On the THP-1 knockouts, the half-split (uncorrected) data ceiling shows that strong perturbations are (nearly) always discriminable, tiny groups are not, and the interferon-gamma pathway knockouts are told apart only narrowly.
@@ -846,16 +846,16 @@ plt.show()
 # ## Exercises
 #
 # **1. The blog's normalized form.**
-# Compute $1 - 2r/N$ for the resample and the random predictions, and show that it equals $2s - 1$ for the book's score $s$.
+# Compute $1 - 2r/K$ for the resample and the random predictions, and show that it equals $2s - 1$ for the book's score $s$.
 # What do random predictions score on this scale, and why not exactly 0?
 
 # %% tags=["hide-cell"]
-# Solution. r/N = 1 - s, so 1 - 2 r/N = 2 s - 1: the same ranking on a stretched scale where
+# Solution. r/K = 1 - s, so 1 - 2 r/K = 2 s - 1: the same ranking on a stretched scale where
 # "no information" sits near 0.
-# Is the random predictions' excess above 0 systematic, or luck? If the N ranks were independent,
-# the standard error of their mean would be the spread of the N normalized scores over sqrt(N),
+# Is the random predictions' excess above 0 systematic, or luck? If the K ranks were independent,
+# the standard error of their mean would be the spread of the K normalized scores over sqrt(K),
 # which is larger than the excess itself (printed below): one draw cannot tell. Many fresh draws
-# can. Their mean stays above 0: at 1/N (ranks counted from 0) when every gene is kept, and
+# can. Their mean stays above 0: at 1/K (ranks counted from 0) when every gene is kept, and
 # higher when the silenced gene is dropped, as for the baselines. And it varies from draw to draw
 # much less than that standard error says, because the ranks are not independent: as for the
 # control mean, the weakest real effects rank first for any uninformed guess, so the size of
@@ -863,12 +863,12 @@ plt.show()
 # systematic; chance moves it by a few hundredths only.
 for name in ("resample", "random"):
     book = score_table[name].to_numpy()
-    rank_ = (1 - book) * N  # the 0-based ranks
-    normalized = 1 - 2 * rank_ / N
+    rank_ = (1 - book) * K  # the 0-based ranks
+    normalized = 1 - 2 * rank_ / K
     assert np.allclose(normalized, 2 * book - 1)
     print(f"{name:9s}: book {book.mean():.3f}, normalized {normalized.mean():.3f}")
 random_normalized = 2 * score_table["random"].to_numpy() - 1
-naive_se = random_normalized.std(ddof=1) / np.sqrt(N)
+naive_se = random_normalized.std(ddof=1) / np.sqrt(K)
 print(f"standard error if the ranks were independent: {naive_se:.3f}")
 rho = stats.spearmanr(score_table["random"], size).statistic
 print(f"random: Spearman correlation of score and size of the real effect {rho:.2f}")
@@ -885,9 +885,9 @@ for label, values in redraws.items():
     print(
         f"  {label:21s}: mean {np.mean(values):.3f}, spread (SD) {np.std(values):.3f}"
     )
-print(f"  1/N = {1 / N:.3f}")
+print(f"  1/K = {1 / K:.3f}")
 dropped_, kept_ = (np.array(v) for v in redraws.values())
-assert abs(kept_.mean() - 1 / N) < 4 * kept_.std() / np.sqrt(len(kept_))
+assert abs(kept_.mean() - 1 / K) < 4 * kept_.std() / np.sqrt(len(kept_))
 assert dropped_.mean() - kept_.mean() > 0.02
 assert dropped_.std() < naive_se and rho < -0.5
 

@@ -350,10 +350,10 @@ assert 0.03 < called[~changed].mean() < 0.07
 # The uncorrected threshold behaves exactly as advertised, about 5% of the null pairs pass, and yet a large share of all calls are false, because null pairs outnumber the changed ones more than ten to one.
 #
 # The Benjamini-Hochberg procedure {cite}`benjamini1995` controls the {term}`false discovery rate` instead: the expected fraction of false discoveries among the genes called significant.
-# Sort the $m$ p-values, $p_{(1)} \le \dots \le p_{(m)}$; the adjusted value of the $i$-th is
+# Sort the $G$ p-values of one perturbation, one per gene, $p_{(1)} \le \dots \le p_{(G)}$; the adjusted value of the $i$-th is
 #
 # $$
-# q_{(i)} = \min_{j \ge i} \frac{m\, p_{(j)}}{j}, \qquad \text{capped at } 1,
+# q_{(i)} = \min_{j \ge i} \frac{G\, p_{(j)}}{j}, \qquad \text{capped at } 1,
 # $$
 #
 # and genes with $q < 0.05$ are called significant (the column `fdr` of the DE table; the minimum makes $q$ increase with $p$).
@@ -498,16 +498,17 @@ assert toy_de["p_value"].iloc[0] == 1.0  # all values tied: no evidence either w
 # ## The overlap score
 #
 # Now the metric.
-# For perturbation $p$, let $S_\text{real}$ be the real significant genes ($\text{fdr} < 0.05$; no fold-change filter) and $k = |S_\text{real}|$.
+# For perturbation $p$, let $\mathcal{D}_p$ be the real significant genes ($\text{fdr} < 0.05$; no fold-change filter), $\hat{\mathcal{D}}_p$ the predicted ones, and $k = |\mathcal{D}_p|$.
 # Rank the *predicted* significant genes by $|\text{lfc}|$, largest first, and keep the top $k$.
 # Then
 #
 # $$
-# \text{DES}_p = \frac{|S_\text{real} \cap \operatorname{top}_k(S_\text{pred})|}{k},
+# \text{DES}_p = \frac{|\mathcal{D}_p \cap \operatorname{top}_k(\hat{\mathcal{D}}_p)|}{k},
 # $$
 #
 # with $\text{DES}_p = 0$ if the real side has no significant gene (such perturbations still count in the mean over perturbations).
 # A prediction with fewer than $k$ significant genes cannot reach 1.
+# The N in cell-eval's name `overlap_at_N` is this cut $k$; in this book $N$ is only ever a number of cells.
 #
 # To test it we need a prediction whose truth is perfect.
 # The simulator gives one for free: with the same seed, `simulate_perturbseq` draws the same network, effects and cell type, and the number of cells only changes which cells are drawn.
@@ -666,7 +667,7 @@ assert (pred_rows.loc[missed_genes, "fdr"] >= 0.05).all()
 # Their places in the top $k$ go to genes that only the replicate calls significant (blue dots without a circle).
 #
 # cell-eval reports variants of the score.
-# `overlap_at_50` and `overlap_at_100` cut both lists at $\min(k', |S_\text{real}|)$ genes, with $k' = 50$ or 100: the overlap among the strongest real genes only.
+# `overlap_at_50` and `overlap_at_100` cut both lists at $\min(k', |\mathcal{D}_p|)$ genes, with $k' = 50$ or 100: the overlap among the strongest real genes only.
 # `de_direction_match` asks a different question: among the real significant genes, the fraction whose predicted fold change has the right sign, whether or not the prediction calls them significant.
 
 # %%
@@ -1117,7 +1118,7 @@ print(
 
 # %% [markdown]
 # **2. The step-up rule.**
-# Benjamini and Hochberg stated their procedure as a rule: find the largest $i$ with $p_{(i)} \le 0.05\, i/m$ and call the $i$ smallest p-values significant.
+# Benjamini and Hochberg stated their procedure as a rule: find the largest $i$ with $p_{(i)} \le 0.05\, i/G$ and call the $i$ smallest p-values significant.
 # Check, for every perturbation of the simulation, that this gives the same number of significant genes as $q < 0.05$.
 
 # %% tags=["hide-cell"]

@@ -97,7 +97,7 @@ versions()
 #
 # - `mae`, the mean absolute error between the predicted and the real {term}`pseudobulk` of $p$ (lower is better);
 # - `discrimination_score_l1` (PDS), how well the predicted {term}`effect vector` of $p$ picks out the real effect of $p$ among all real effects (1 is best);
-# - `overlap_at_N` (DES), the fraction of the genes really differentially expressed after silencing $p$ that the prediction also calls differentially expressed (1 is best).
+# - `overlap_at_N` (DES), the fraction of the genes really differentially expressed after silencing $p$ that the prediction also calls differentially expressed (1 is best); the N in cell-eval's name is the top-$k$ cut of chapter 7, not a number of cells.
 #
 # The challenge {cite}`roohani2025` turns them into one number, relative to a baseline; cell-eval's `score_agg_metrics` does it in four steps:
 #
@@ -308,15 +308,15 @@ np.testing.assert_allclose(
 # %% [markdown]
 # The linear model needs a word more.
 # Let $Y$ be the matrix of training effects (genes × training perturbations) and $b$ their mean.
-# A {term}`PCA` of $Y - b$ gives each gene an embedding: its row in $G$, the top $k$ principal directions (genes × $k$).
-# A perturbation is described by the embedding of the gene it silences, $P = G[\text{silenced genes}]$.
-# The model is bilinear, $Y - b \approx G\,W\,P^\top$: it is linear in the gene embeddings $G$ when $P$ is held fixed, and linear in the perturbation embeddings $P$ when $G$ is held fixed, and the predicted effect on gene $g$ of perturbation $q$ is the product $G[g]\,W\,P[q]^\top$.
-# The $k \times k$ matrix $W$ is fitted by ridge regression, least squares plus a penalty $\lambda$ times the sum of the squared entries of $W$, which pulls them toward zero and keeps the fit stable when there are few training perturbations (the library's defaults are $k = 10$ and $\lambda = 0.1$):
+# A {term}`PCA` of $Y - b$ gives each gene an embedding: its row in $\Gamma$, the top $d$ principal directions (genes × $d$).
+# A perturbation is described by the embedding of the gene it silences, $\Pi = \Gamma[\text{silenced genes}]$.
+# The model is bilinear, $Y - b \approx \Gamma\,W\,\Pi^\top$: it is linear in the gene embeddings $\Gamma$ when $\Pi$ is held fixed, and linear in the perturbation embeddings $\Pi$ when $\Gamma$ is held fixed, and the predicted effect on gene $g$ of perturbation $q$ is the product $\Gamma[g]\,W\,\Pi[q]^\top$.
+# The $d \times d$ matrix $W$ is fitted by ridge regression, least squares plus a penalty $\lambda$ times the sum of the squared entries of $W$, which pulls them toward zero and keeps the fit stable when there are few training perturbations (the library's defaults are $d = 10$ (`n_components`) and $\lambda = 0.1$):
 #
 # $$
-# W = (G^\top G + \lambda I)^{-1}\, G^\top (Y - b)\, P\, (P^\top P + \lambda I)^{-1},
+# W = (\Gamma^\top \Gamma + \lambda I)^{-1}\, \Gamma^\top (Y - b)\, \Pi\, (\Pi^\top \Pi + \lambda I)^{-1},
 # \qquad
-# \hat\delta_q = b + G\,W\,G[q] .
+# \hat\delta_q = b + \Gamma\,W\,\Gamma[q] .
 # $$
 #
 # A new perturbation $q$ gets a prediction through its gene's embedding, which comes from how that gene *responded* to the training perturbations.
@@ -487,7 +487,7 @@ assert tables["control mean"]["des_tie_at_cut"].any()  # the warnings above
 # %% [markdown]
 # Read the table row by row; the printed numbers are the ones to trust.
 #
-# - **Cell mean and control mean** are nearly tied. On PDS they sit near chance, which for a prediction that ignores the perturbation is $0.5 + 1/(2N)$ on average with $N$ test perturbations: the same prediction for every perturbation cannot tell them apart. Their DES is near 0.
+# - **Cell mean and control mean** are nearly tied. On PDS they sit near chance, which for a prediction that ignores the perturbation is $0.5 + 1/(2K)$ on average with $K$ test perturbations: the same prediction for every perturbation cannot tell them apart. Their DES is near 0.
 # - **The perturbation mean** is the clear winner among baselines on PDS and DES. In this simulator three quarters of the regulatory network is shared between cell types, so an effect measured in contexts A and B transfers well to C. On MAE it is *worse* than the cell mean, and its MAE score is clipped to 0.
 # - **The linear model** is no better than the cell mean here: it is even slightly worse on PDS (0.547 against 0.551) and on DES (0.005 against 0.012). That is a fact about the simulator, not about the method: our network is random, so how a gene responds to other perturbations says nothing about what silencing it does, and a gene embedding learned from responses cannot help. On real screens, where genes of one complex or pathway respond and act together, Ahlmann-Eltze and colleagues found the opposite {cite}`ahlmanneltze2025`. Which baseline wins depends on the data.
 # - **The perfect model** is best on DES (and best or tied on PDS) but does not reach 1 on DES, and its MAE is *worse than the cell mean's*. Its score is far from 1.
@@ -873,7 +873,7 @@ assert oracle_summary["overlap_at_N"] < 1
 #
 # **The test set sets the scale.**
 # Each scaled metric divides by the baseline's distance to perfection on *this* test set.
-# With $N$ test perturbations, each carries $1/N$ of the mean PDS: moving one perturbation up by one rank changes the mean by $1/N^2$, and getting one perturbation right instead of at chance changes it by about $1/(2N)$, a large step when $N$ is small.
+# With $K$ test perturbations, each carries $1/K$ of the mean PDS: moving one perturbation up by one rank changes the mean by $1/K^2$, and getting one perturbation right instead of at chance changes it by about $1/(2K)$, a large step when $K$ is small.
 # With a noisy test set, even the perfect model's DES stays well below 1.
 # Scores from different test sets, cell counts or evaluator versions cannot be compared, and an improvement should be judged against the ceiling, not against 1.
 

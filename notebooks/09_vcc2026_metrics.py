@@ -122,7 +122,7 @@ print(f"cells per perturbation: {n_cells.iloc[0]}, median depth: {depth:.0f} cou
 # %% [markdown]
 # ## Profiles and cosine discrimination
 #
-# The 2026 pseudobulk of a label sums its cells' counts $P_g$ and scales the sum to 50,000 before `log1p`: $\log(1 + 5 \cdot 10^4 \, P_g / \sum_h P_h)$.
+# The 2026 pseudobulk of a label sums its cells' counts of each gene $g$, $\sum_i x_{ig}$, and scales the sums to 50,000 before `log1p`: $\log\bigl(1 + 5 \cdot 10^4 \sum_i x_{ig} / \sum_{i,h} x_{ih}\bigr)$.
 # Summing counts, rather than averaging log1p cells as in 2025, makes the profile independent of how the counts are spread over cells.
 # By hand, for the first perturbation, and with `vcc2026.profiles`:
 
@@ -143,7 +143,7 @@ real_profiles.iloc[:3, :6].round(3)
 # 1. the effect of $p$ is its profile minus the **reference** control's profile, on both sides;
 # 2. the distance is the cosine distance $1 - \cos(\hat\delta_p, \delta_q)$ ({term}`cosine similarity`), so only the direction of an effect counts, not its size;
 # 3. where 2025 skipped each perturbation's own gene, every gene targeted by a perturbation of the panel is now removed from the features, so no target's drop can identify a perturbation;
-# 4. the rank $r$ of the true perturbation among the $n$ real effects (0 = closest) gives $1 - r/(n - 1)$ instead of $1 - r/n$, ties sharing their mean place, so a perfect prediction scores 1, the worst 0, and one that cannot tell perturbations apart about 0.5.
+# 4. the rank $r$ of the true perturbation among the $K$ real effects (0 = closest) gives $1 - r/(K - 1)$ instead of $1 - r/K$, ties sharing their mean place, so a perfect prediction scores 1, the worst 0, and one that cannot tell perturbations apart about 0.5.
 #
 # By hand for the perfect resample, then with the library:
 
@@ -316,12 +316,12 @@ print(
 de_real.head(3)
 
 # %% [markdown]
-# With $S$ the real significant genes of $p$ (its own gene left out) and $\hat S$ the predicted ones:
+# With $\mathcal{D}$ the real significant genes of $p$ (its own gene left out) and $\hat{\mathcal{D}}$ the predicted ones:
 #
-# - **direction fidelity** (`de_wilcoxon_direction_fidelity_yield_raw`): the genes significant on the predicted side whose fold change has the real sign, divided by $\max(|\hat S|, |S|)$. It rewards calling about as many genes as the real data does, with the right signs: calling too few caps it through $|S|$, calling too many through $|\hat S|$.
-# - **direction reach** (`de_wilcoxon_direction_reach_raw`): rank the real calls by the prediction's confidence (significant first, then by p-value); the deepest prefix whose signs are still at least 90% right, over $|S|$. It rewards a confident ranking that gets the signs right, and a prediction that abstains reaches nothing.
-# - **significant-set Jaccard** (`de_wilcoxon_sig_jaccard`): $|S \cap \hat S| / |S \cup \hat S|$, the two sets' overlap, with no top-$k$ cut and thus no tie at the cut.
-# - **fold-change error** (`de_wilcoxon_lfc_nmae`): the mean absolute error of the predicted log fold changes on the real calls, divided by the mean absolute real fold change (defined when $|S| \ge 10$; lower is better). It rewards getting the size of the changes right, which neither exaggerating nor shrinking does.
+# - **direction fidelity** (`de_wilcoxon_direction_fidelity_yield_raw`): the genes significant on the predicted side whose fold change has the real sign, divided by $\max(|\hat{\mathcal{D}}|, |\mathcal{D}|)$. It rewards calling about as many genes as the real data does, with the right signs: calling too few caps it through $|\mathcal{D}|$, calling too many through $|\hat{\mathcal{D}}|$.
+# - **direction reach** (`de_wilcoxon_direction_reach_raw`): rank the real calls by the prediction's confidence (significant first, then by p-value); the deepest prefix whose signs are still at least 90% right, over $|\mathcal{D}|$. It rewards a confident ranking that gets the signs right, and a prediction that abstains reaches nothing.
+# - **significant-set Jaccard** (`de_wilcoxon_sig_jaccard`): $|\mathcal{D} \cap \hat{\mathcal{D}}| / |\mathcal{D} \cup \hat{\mathcal{D}}|$, the two sets' overlap, with no top-$k$ cut and thus no tie at the cut.
+# - **fold-change error** (`de_wilcoxon_lfc_nmae`): the mean absolute error of the predicted log fold changes on the real calls, divided by the mean absolute real fold change (defined when $|\mathcal{D}| \ge 10$; lower is better). It rewards getting the size of the changes right, which neither exaggerating nor shrinking does.
 #
 # For the resample and the cell mean:
 
