@@ -260,14 +260,14 @@ def linear_baseline(
     control: str = CONTROL,
     context_col: str | None = CELL_TYPE,
 ) -> ad.AnnData:
-    """A linear model of effects (Ahlmann-Eltze et al. 2025): delta_q = b + G W G[q], G from a PCA of training effects.
+    """A linear model of effects (Ahlmann-Eltze et al. 2025): delta_q = b + Gamma W Gamma[q], Gamma from a PCA.
 
-    G (genes x n_components) are the top principal components of the training effect matrix, so
-    each gene has an embedding; W is fit by ridge regression so that training effects Y satisfy
-    Y - b ~ G W P^T, with P the embeddings of the silenced genes. A new perturbation q whose gene is
-    measured gets b + G W G[q]; one whose gene is not measured gets the mean effect b. Effects are
-    measured within each cell type and added to the control profile of `controls`, as in
-    `perturbation_mean_baseline`. Taught in ch. 08.
+    Gamma (genes x n_components, the book's d) are the top principal components of the training effect
+    matrix, so each gene has an embedding; W is fit by ridge regression so that training effects Y satisfy
+    Y - b ~ Gamma W Pi^T, with Pi the embeddings of the silenced genes (chapter 8's notation). A new
+    perturbation q whose gene is measured gets b + Gamma W Gamma[q]; one whose gene is not measured gets
+    the mean effect b. Effects are measured within each cell type and added to the control profile of
+    `controls`, as in `perturbation_mean_baseline`. Taught in ch. 08.
     """
     if int(n_components) != n_components or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
@@ -282,10 +282,11 @@ def linear_baseline(
     mean_effect = effects.mean(axis=0).to_numpy()
     centred = (effects.loc[measured].to_numpy() - mean_effect).T  # genes x perturbations
     k = min(int(n_components), *centred.shape)
-    embedding = np.linalg.svd(centred, full_matrices=False)[0][:, :k]  # G: orthonormal columns
+    embedding = np.linalg.svd(centred, full_matrices=False)[0][:, :k]  # Gamma: orthonormal columns
     position = {gene: i for i, gene in enumerate(genes)}
-    pert_embedding = embedding[[position[p] for p in measured]]  # P
-    # Ridge on both sides, as in the paper: W = (G^T G + ridge I)^-1 G^T Y P (P^T P + ridge I)^-1, and G^T G = I.
+    pert_embedding = embedding[[position[p] for p in measured]]  # Pi
+    # Ridge on both sides, as in the paper:
+    # W = (Gamma^T Gamma + ridge I)^-1 Gamma^T Y Pi (Pi^T Pi + ridge I)^-1, and Gamma^T Gamma = I.
     weights = (
         embedding.T @ centred @ pert_embedding @ np.linalg.inv(pert_embedding.T @ pert_embedding + ridge * np.eye(k))
     )
