@@ -431,8 +431,8 @@ assert abs(fano_observed - (1 + eta * (fano - 1))) < 0.5
 # These zeros are what sampling a small number predicts, not a special failure mode: for UMI data, a Poisson-type or negative binomial model with no extra "zero inflation" fits well {cite}`svensson2020,grun2014`.
 #
 # Across genes, the signature of bursting plus sampling is a variance that grows faster than the mean.
-# In the limit of short bursts the telegraph distribution becomes a negative binomial, whose variance is $\mu + \mu^2/r$ with $r = k_\text{on}/k_\text{deg}$ (derived for proteins by {cite}`shahrezaei2008`; the same argument holds for mRNA).
-# Thinning keeps it negative binomial with the same $r$.
+# In the limit of short bursts the telegraph distribution becomes a negative binomial, whose variance is $\mu + \mu^2/\theta$ with inverse dispersion $\theta = k_\text{on}/k_\text{deg}$ (derived for proteins by {cite}`shahrezaei2008`; the same argument holds for mRNA).
+# Thinning keeps it negative binomial with the same $\theta$.
 # Bursting is not the only source of extra variance: cells also differ in size, in cell-cycle stage and in how many molecules are captured from them.
 # All of this is why single-cell counts are modelled with negative binomials; chapter 3 builds the full noise model on it.
 # To see it for many genes at once we draw from the exact stationary distribution (`sample_stationary`, which we just validated), instead of simulating every molecule.

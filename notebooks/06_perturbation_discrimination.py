@@ -295,8 +295,8 @@ assert mae["cell mean"] < mae["resample"]
 #
 # ### Why "no information" is not exactly 0.5
 #
-# Look closer at the two baselines: they predict the same vector $b$ for every perturbation.
-# If we kept every gene, the distances from $b$ to the $K$ real effects would be the same list for every $p$, so one sorting would serve all predictions, and the $K$ true perturbations would take the ranks $0, 1, \dots, K-1$ once each.
+# Look closer at the two baselines: they predict the same vector $\hat\delta$ for every perturbation.
+# If we kept every gene, the distances from $\hat\delta$ to the $K$ real effects would be the same list for every $p$, so one sorting would serve all predictions, and the $K$ true perturbations would take the ranks $0, 1, \dots, K-1$ once each.
 # The mean score would then be exactly
 #
 # $$

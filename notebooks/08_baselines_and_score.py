@@ -101,15 +101,15 @@ versions()
 #
 # The challenge {cite}`roohani2025` turns them into one number, relative to a baseline; cell-eval's `score_agg_metrics` does it in four steps:
 #
-# 1. Average each metric over the test perturbations, for the model ($u$) and for the baseline ($b$), both evaluated on the same real cells.
+# 1. Average each metric over the test perturbations, for the model ($u$) and for the baseline ($u^\text{base}$), both evaluated on the same real cells.
 # 2. Scale each average against the baseline, so that 0 means "as good as the baseline" and 1 means "perfect":
 #
 #    $$
-#    s_{\text{MAE}} = 1 - \frac{u_{\text{MAE}}}{b_{\text{MAE}}},
+#    s_{\text{MAE}} = 1 - \frac{u_{\text{MAE}}}{u^\text{base}_{\text{MAE}}},
 #    \qquad
-#    s_{\text{PDS}} = \frac{u_{\text{PDS}} - b_{\text{PDS}}}{1 - b_{\text{PDS}}},
+#    s_{\text{PDS}} = \frac{u_{\text{PDS}} - u^\text{base}_{\text{PDS}}}{1 - u^\text{base}_{\text{PDS}}},
 #    \qquad
-#    s_{\text{DES}} = \frac{u_{\text{DES}} - b_{\text{DES}}}{1 - b_{\text{DES}}} .
+#    s_{\text{DES}} = \frac{u_{\text{DES}} - u^\text{base}_{\text{DES}}}{1 - u^\text{base}_{\text{DES}}} .
 #    $$
 #
 #    For MAE, whose perfect value is 0, the score is the fraction of the baseline's error that the model removes; for the other two, whose perfect value is 1, it is the fraction of the distance from the baseline to 1 that the model covers.
@@ -307,16 +307,16 @@ np.testing.assert_allclose(
 
 # %% [markdown]
 # The linear model needs a word more.
-# Let $Y$ be the matrix of training effects (genes × training perturbations) and $b$ their mean.
-# A {term}`PCA` of $Y - b$ gives each gene an embedding: its row in $\Gamma$, the top $d$ principal directions (genes × $d$).
+# Let $Y$ be the matrix of training effects (genes × training perturbations) and $\bar y$ their mean.
+# A {term}`PCA` of $Y - \bar y$ gives each gene an embedding: its row in $\Gamma$, the top $d$ principal directions (genes × $d$).
 # A perturbation is described by the embedding of the gene it silences, $\Pi = \Gamma[\text{silenced genes}]$.
-# The model is bilinear, $Y - b \approx \Gamma\,W\,\Pi^\top$: it is linear in the gene embeddings $\Gamma$ when $\Pi$ is held fixed, and linear in the perturbation embeddings $\Pi$ when $\Gamma$ is held fixed, and the predicted effect on gene $g$ of perturbation $q$ is the product $\Gamma[g]\,W\,\Pi[q]^\top$.
+# The model is bilinear, $Y - \bar y \approx \Gamma\,W\,\Pi^\top$: it is linear in the gene embeddings $\Gamma$ when $\Pi$ is held fixed, and linear in the perturbation embeddings $\Pi$ when $\Gamma$ is held fixed, and the predicted effect on gene $g$ of perturbation $q$ is the product $\Gamma[g]\,W\,\Pi[q]^\top$.
 # The $d \times d$ matrix $W$ is fitted by ridge regression, least squares plus a penalty $\lambda$ times the sum of the squared entries of $W$, which pulls them toward zero and keeps the fit stable when there are few training perturbations (the library's defaults are $d = 10$ (`n_components`) and $\lambda = 0.1$):
 #
 # $$
-# W = (\Gamma^\top \Gamma + \lambda I)^{-1}\, \Gamma^\top (Y - b)\, \Pi\, (\Pi^\top \Pi + \lambda I)^{-1},
+# W = (\Gamma^\top \Gamma + \lambda I)^{-1}\, \Gamma^\top (Y - \bar y)\, \Pi\, (\Pi^\top \Pi + \lambda I)^{-1},
 # \qquad
-# \hat\delta_q = b + \Gamma\,W\,\Gamma[q] .
+# \hat\delta_q = \bar y + \Gamma\,W\,\Gamma[q] .
 # $$
 #
 # A new perturbation $q$ gets a prediction through its gene's embedding, which comes from how that gene *responded* to the training perturbations.
@@ -880,7 +880,7 @@ assert oracle_summary["overlap_at_N"] < 1
 # %% [markdown]
 # ## Summary
 #
-# - The challenge score averages three scaled metrics: $1 - u/b$ for MAE and $(u - b)/(1 - b)$ for PDS and DES, with $u$ and $b$ the model's and the baseline's means over perturbations; NaN becomes 0, each is clipped below at 0, and the leaderboard shows 100 times the average. `vcell_lib.metrics.score` and cell-eval's `score_agg_metrics` agree.
+# - The challenge score averages three scaled metrics: $1 - u/u^\text{base}$ for MAE and $(u - u^\text{base})/(1 - u^\text{base})$ for PDS and DES, with $u$ and $u^\text{base}$ the model's and the baseline's means over perturbations; NaN becomes 0, each is clipped below at 0, and the leaderboard shows 100 times the average. `vcell_lib.metrics.score` and cell-eval's `score_agg_metrics` agree.
 # - The cell-mean baseline predicts for every perturbation the unweighted mean of the training labels' mean log1p profiles, control included, with `pert_counts` cells and the real controls appended; `cell_mean_baseline` matches cell-eval's `build_base_mean_adata`.
 # - On a simulated held-out cell type, transferring each perturbation's effect from other cell types wins among the baselines; a linear model of gene embeddings does not help when genes' responses say nothing about their effects; a perfect model loses on MAE because MAE is dominated by the real cells' sampling noise.
 # - The data ceiling, a half-split of the real cells as in chapters 6 and 7 with cell-eval's heuristic correction to full depth, estimates what the noise allows; in simulation it lands near a true resample on PDS and above it on DES, and on real data it shows how far baselines are from what is possible.

@@ -29,7 +29,7 @@
 # - explain what the 2025 metrics rewarded that they should not, and which 2026 rule answers each weakness;
 # - compute the 2026 pseudobulk profiles, the cosine discrimination score and the noise-corrected expression error, and say why a perfect resample scores about 0 and a prediction of the control about 1;
 # - read the four differential-expression metrics and say what each one rewards;
-# - compute the two anchors (the context-mean baseline and the split-half replicate) and the score $(u - b)/(r - b)$ with `vcell_lib.vcc2026`;
+# - compute the two anchors (the context-mean baseline and the split-half replicate) and the score $(u - u^\text{base})/(u^\text{rep} - u^\text{base})$ with `vcell_lib.vcc2026`;
 # - score a log1p model under both rule sets, turning its predictions into counts with `to_counts`.
 #
 # **Prerequisites:** the 2025 metrics and score from [chapter 5](05_mae.ipynb) (MAE), [chapter 6](06_perturbation_discrimination.ipynb) (perturbation discrimination), [chapter 7](07_differential_expression.ipynb) (differential expression) and [chapter 8](08_baselines_and_score.ipynb) (baselines, the score and how it can be gamed); the simulator and its `shared_response` from [chapter 3](03_noise_model.ipynb).
@@ -346,10 +346,10 @@ assert (
 #
 # A raw metric value says little on its own, so each is placed on a scale with two anchors computed from the real cells alone:
 #
-# - the **baseline** $b$ (`vcc2026.baseline`): the context mean, the average over the real perturbations of their mean counts (each one's own gene left out), emitted as resampled real control cells scaled gene by gene to that profile; it knows the context but not the perturbation;
-# - the **replicate** $r$ (`vcc2026.replicate`): the real cells split into two halves, one half scored as a prediction of the other, each half against its own controls, averaged over 5 splits; it is what repeating the experiment, at half its size, achieves, the 2026 version of chapter 8's {term}`data ceiling`.
+# - the **baseline** $u^\text{base}$ (`vcc2026.baseline`): the context mean, the average over the real perturbations of their mean counts (each one's own gene left out), emitted as resampled real control cells scaled gene by gene to that profile; it knows the context but not the perturbation;
+# - the **replicate** $u^\text{rep}$ (`vcc2026.replicate`): the real cells split into two halves, one half scored as a prediction of the other, each half against its own controls, averaged over 5 splits; it is what repeating the experiment, at half its size, achieves, the 2026 version of chapter 8's {term}`data ceiling`.
 #
-# The score of a metric with value $u$ is $(u - b)/(r - b)$: 0 at the baseline, 1 at the replicate, whichever direction the metric runs; a context's score is the mean of the six.
+# The score of a metric with value $u$ is $(u - u^\text{base})/(u^\text{rep} - u^\text{base})$, with $u^\text{base}$ and $u^\text{rep}$ the metric's values for the two anchors: 0 at the baseline, 1 at the replicate, whichever direction the metric runs; a context's score is the mean of the six.
 
 # %%
 base = vcc2026.evaluate_baseline(real)
@@ -526,7 +526,7 @@ plt.show()
 # ## Summary
 #
 # - The 2025 metrics rewarded giving up a clipped metric, exaggerating effects, choosing one's own controls and the number and spread of predicted cells; they scored log1p values the evaluator could not check, against perfection.
-# - 2026 submissions are raw integer counts, scored one context at a time with six metrics, predicted effects measured from the reference control, and each metric scaled between the context-mean baseline (0) and a split-half replicate (1) without clipping: $(u - b)/(r - b)$, averaged. cell-eval2's leaderboard additionally clamps the expression score to $[0, 1]$ and floors the fold-change score at $-6$.
+# - 2026 submissions are raw integer counts, scored one context at a time with six metrics, predicted effects measured from the reference control, and each metric scaled between the context-mean baseline (0) and a split-half replicate (1) without clipping: $(u - u^\text{base})/(u^\text{rep} - u^\text{base})$, averaged. cell-eval2's leaderboard additionally clamps the expression score to $[0, 1]$ and floors the fold-change score at $-6$.
 # - `pds_cosine` ranks the true perturbation by the cosine distance of effects on pseudobulk profiles of summed counts, with the panel's targets removed; `expr_mse_unbiased_capped_norm` subtracts jackknife estimates of both sides' sampling noise, so a perfect resample scores near 0 and a prediction of the control near 1.
 # - Four DE metrics on one Wilcoxon table per side (CPM, reference controls, Benjamini-Hochberg per perturbation) reward calling the right genes with the right signs (fidelity, reach, Jaccard) and the right fold-change sizes (NMAE).
 # - On the same predictions, 2025 and 2026 agree on the best and the worst, but 2026 punishes exaggerated and noisy effects that 2025 rewarded or ignored; a log1p model pays for Jensen's inequality when its means are turned into counts with `to_counts`.

@@ -260,13 +260,13 @@ def linear_baseline(
     control: str = CONTROL,
     context_col: str | None = CELL_TYPE,
 ) -> ad.AnnData:
-    """A linear model of effects (Ahlmann-Eltze et al. 2025): delta_q = b + Gamma W Gamma[q], Gamma from a PCA.
+    """A linear model of effects (Ahlmann-Eltze et al. 2025): delta_q = ybar + Gamma W Gamma[q], Gamma from PCA.
 
     Gamma (genes x n_components, the book's d) are the top principal components of the training effect
     matrix, so each gene has an embedding; W is fit by ridge regression so that training effects Y satisfy
-    Y - b ~ Gamma W Pi^T, with Pi the embeddings of the silenced genes (chapter 8's notation). A new
-    perturbation q whose gene is measured gets b + Gamma W Gamma[q]; one whose gene is not measured gets
-    the mean effect b. Effects are measured within each cell type and added to the control profile of
+    Y - ybar ~ Gamma W Pi^T, with Pi the embeddings of the silenced genes (chapter 8's notation). A new
+    perturbation q whose gene is measured gets ybar + Gamma W Gamma[q]; one whose gene is not measured gets
+    the mean effect ybar. Effects are measured within each cell type and added to the control profile of
     `controls`, as in `perturbation_mean_baseline`. Taught in ch. 08.
     """
     if int(n_components) != n_components or n_components < 1:
