@@ -1,4 +1,4 @@
-"""vcell_lib.vcc2026.evaluate against cell-eval2 0.20.0 (CPU, pdex DE) on a simulated count pair: time, peak memory, agreement.
+"""vcell_lib.vcc2026.evaluate against cell-eval2 0.20.0 (CPU, pdex DE) on simulated counts: time, memory, agreement.
 
 The 2026 challenge's shape is 18,533 genes and 300 perturbations x 400 cells per context; the default here is
 smaller (set --perts, --cells, --genes, --controls) because both evaluators hold more than the cells in memory.
