@@ -14,6 +14,18 @@ the six panel values, and asserts agreement to 1e-6. On a shared machine the tim
 --profile also writes a cProfile of vcell_lib's evaluation (top functions by cumulative time).
 Run: .venv/bin/python bench/vcc2026_at_challenge_shape.py [--quick] [--perts P --cells C --genes G --controls N]
 (not in CI)
+
+Measured on 2 shared cores and 24 GiB (December 2026; other jobs beside it, so wall times vary; CPU times steadier),
+18,533 genes, median depth 20,000, 33.7 % non-zero; seconds wall / CPU, peak RSS of the evaluating process:
+
+    perts x cells + controls   cell-eval2                  vcell_lib                   six values: max |diff|
+    50 x 100 + 1,000            98.7 /  67.8 s,  2.6 GiB    28.8 /  19.0 s,  2.9 GiB    1.9e-15
+    100 x 200 + 2,000          281.2 / 258.5 s,  7.5 GiB    80.6 /  79.2 s,  9.4 GiB    5.0e-16
+    150 x 200 + 2,000          194.0 / 329.5 s, 10.7 GiB   100.6 / 115.8 s, 13.5 GiB    9.7e-16
+
+The challenge's 300 x 400 (+ controls) is about 4x the largest of these in cells: from the growth between the last
+two rows (about 0.42 MiB per cell per side for vcell_lib, 0.33 for cell-eval2) it would need some 50 and 40 GiB; the
+pair alone is about 6 GiB per side in float32 CSR. vcell_lib's memory is what limits the shape here first.
 """
 
 from __future__ import annotations
