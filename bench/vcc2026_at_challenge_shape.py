@@ -33,13 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from _memory import memory_mib, peak_mib, reset_peak  # bench/_memory.py: both benchmarks' measurements
 
 CONTROL = "non-targeting"
 
@@ -79,23 +79,6 @@ def simulate_pair(n_genes: int, n_perts: int, cells: int, controls: int, depth: 
         return ad.AnnData(X=sp.vstack(blocks).tocsr(), obs=obs, var=pd.DataFrame(index=genes))
 
     return side(factors, np.random.default_rng(seed + 1)), side(pred_factors, np.random.default_rng(seed + 2))
-
-
-def peak_mib() -> float:
-    """This process's peak resident memory so far (MiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
-def memory_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in MiB (Linux)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
-
-
-def reset_peak() -> None:
-    """Start measuring the peak anew (Linux >= 4.0), so that loading the data does not count."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def child(which: str, folder: str, profile: bool) -> None:
