@@ -107,13 +107,14 @@ versions()
 # `select_perturbations` keeps the cells of the given perturbations and the control cells.
 
 # %%
-sim = simulate_perturbseq(
+EXPERIMENT = dict(  # one context; twice the cells, to split into halves
     seed=0,
     n_contexts=1,
     n_perturbations=N_PERTS,
     cells_per_perturbation=2 * N_CELLS,
     n_control_cells=2 * N_CONTROLS,
 )
+sim = simulate_perturbseq(**EXPERIMENT)
 TARGET_SUM = float(np.median(np.asarray(sim.X.sum(axis=1))))  # median library size
 norm = normalize_log1p(sim, target_sum=TARGET_SUM)
 half_a, half_b = half_split(norm, seed=0)
@@ -375,14 +376,7 @@ plt.show()
 # %%
 def mean_baselines(**knobs) -> pd.Series:
     """MAE of "nothing happens" and of the cell mean on the test perturbations, as above."""
-    data = simulate_perturbseq(
-        seed=0,
-        n_contexts=1,
-        n_perturbations=N_PERTS,
-        cells_per_perturbation=2 * N_CELLS,
-        n_control_cells=2 * N_CONTROLS,
-        **knobs,
-    )
+    data = simulate_perturbseq(**EXPERIMENT, **knobs)
     target_sum = float(np.median(np.asarray(data.X.sum(axis=1))))
     half_a_k, half_b_k = half_split(
         normalize_log1p(data, target_sum=target_sum), seed=0
