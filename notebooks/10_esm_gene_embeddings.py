@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vcell_lib.data import CONTROL, PROTEIN_FILE, load_papalexi2021, shipped_file
+from vcell_lib.data import CONTROL, PAPALEXI_RENAMED, PROTEIN_FILE, load_papalexi2021, shipped_file
 from vcell_lib.embeddings import (
     AMINO_ACIDS,
     ESM2_MODELS,
@@ -678,24 +678,13 @@ print(
 
 # %% [markdown]
 # The missing target, MARCH8, is now MARCHF8: the HGNC renamed the MARCH and SEPT genes in part because spreadsheets turned their symbols into dates.
-# The table below maps the old symbols of the screen to their current ones; the UniProt entry names in the FASTA headers still show some of the old names (`MARH8_HUMAN`, `SEPT2_HUMAN`, `MPP5_HUMAN`, `F16A2_HUMAN`).
+# The table `PAPALEXI_RENAMED` in `vcell_lib.data` maps the old symbols of the screen to their current ones (chapter 11 reuses it); the UniProt entry names in the FASTA headers still show some of the old names (`MARH8_HUMAN`, `SEPT2_HUMAN`, `MPP5_HUMAN`, `F16A2_HUMAN`).
 # Most of the remaining genes are non-coding RNAs or clone-based names (`RP11-...`, `LINC...`, `...-AS1`): they make no protein and can have no protein embedding.
 # A complete table of previous symbols, which the HGNC publishes, may map a few more; we list only renames we are sure of.
 
 # %%
-RENAMED = {  # symbol in the screen -> current HGNC symbol
-    "MARCH8": "MARCHF8",
-    "SEPT2": "SEPTIN2",
-    "DARS": "DARS1",
-    "MPP5": "PALS1",
-    "C10orf11": "LRMDA",
-    "FAM179B": "TOGARAM1",
-    "TMEM194A": "NEMP1",
-    "FAM160A2": "FHIP1B",
-    "C20orf196": "SHLD1",
-    "N6AMT2": "EEF1AKMT1",
-    "KIAA1875": "WDR97",
-}
+RENAMED = PAPALEXI_RENAMED  # symbol in the screen -> current HGNC symbol (vcell_lib.data)
+print(RENAMED)
 assert all(new in proteins and old not in proteins for old, new in RENAMED.items())
 
 

@@ -19,6 +19,7 @@ from vcell_lib.data.controls import match_controls
 from vcell_lib.data.datasets import (
     DATASETS,
     PAPALEXI_FILE,
+    PAPALEXI_RENAMED,
     PROTEIN_FILE,
     REPOSITORY,
     Dataset,
@@ -48,6 +49,7 @@ __all__ = [
     "CONTROL",
     "DATASETS",
     "PAPALEXI_FILE",
+    "PAPALEXI_RENAMED",
     "PERT",
     "PROTEIN_FILE",
     "REPOSITORY",

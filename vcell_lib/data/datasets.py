@@ -28,6 +28,21 @@ class Dataset:
 REPOSITORY = "https://github.com/virtual-cell-book/virtual-cell-book"
 PAPALEXI_FILE = "papalexi2021_thp1_eccite_lowmoi.h5ad"
 PROTEIN_FILE = "human_proteins_canonical_by_hgnc.fasta.gz"
+# Symbols of the Papalexi 2021 screen that the HGNC has renamed since (old -> current); PROTEIN_FILE uses the
+# current ones. Only renames checked by hand; taught in chapter 10.
+PAPALEXI_RENAMED = {
+    "MARCH8": "MARCHF8",
+    "SEPT2": "SEPTIN2",
+    "DARS": "DARS1",
+    "MPP5": "PALS1",
+    "C10orf11": "LRMDA",
+    "FAM179B": "TOGARAM1",
+    "TMEM194A": "NEMP1",
+    "FAM160A2": "FHIP1B",
+    "C20orf196": "SHLD1",
+    "N6AMT2": "EEF1AKMT1",
+    "KIAA1875": "WDR97",
+}
 
 DATASETS: dict[str, Dataset] = {
     "papalexi2021_thp1": Dataset(
