@@ -17,7 +17,8 @@ of the data and DistributedDataParallel averages the gradients. A DataLoader ove
 rebuilt with a DistributedSampler; from any other iterable each rank takes every world_size-th batch. If
 no process group is running, `fit` starts one (gloo on CPU, nccl on CUDA) and keeps it for later fits and
 your own collectives (starting one again after ending it can hang); it ends at exit. Rank 0 alone shows the
-progress bar and writes the checkpoint.
+progress bar and writes the checkpoint. Every trainable parameter must get a gradient at every step (DDP's
+default); freeze the ones a loss leaves unused.
 """
 
 from __future__ import annotations
