@@ -174,6 +174,18 @@ def test_early_stopping_stops_and_restores_the_best_weights(restore_best):
         assert val_loss_of(model, val) == pytest.approx(values[-1], rel=1e-5) and values[-1] > 1.5 * min(values)
 
 
+def test_on_validation_sees_the_model_at_each_validation_in_eval_mode():
+    seen = []
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Dropout(0.5))
+    nn.init.zeros_(model[0].weight)
+    train = scaled_line(2.0, 0)
+    fit(model, train, mse, quiet(max_steps=10, lr=0.05, val_every=4),
+        on_validation=lambda step, m: seen.append((step, m.training, m[0].weight.item())))  # fmt: skip
+    assert [step for step, _, _ in seen] == [4, 8, 10]  # every val_every steps, and the last one
+    assert not any(training for _, training, _ in seen)
+    assert seen[0][2] != seen[-1][2] and model[0].weight.item() == seen[-1][2]
+
+
 def test_nan_loss_raises_with_its_step():
     calls = []
 

@@ -300,6 +300,7 @@ def fit(
     config: TrainConfig | None = None,
     *,
     val_data: Iterable | None = None,
+    on_validation: Callable[[int, nn.Module], None] | None = None,
 ) -> History:
     """Train `model` in place on `train_data` for `config.max_steps` updates. Taught in chapter 11.
 
@@ -311,6 +312,9 @@ def fit(
     loss_fn: `loss_fn(model, batch)` returns the scalar loss to minimise; it is also the validation loss.
     config: a TrainConfig (its defaults when None).
     val_data: batches for validation every `config.val_every` steps (mean of the per-batch losses).
+    on_validation: called as `on_validation(step, model)` at the same moments (and at the last step), on
+        rank 0 only, with the model in eval mode: to record metrics along training (a learning curve).
+        It should leave the global random state alone, or resumed runs will differ from uninterrupted ones.
 
     Returns
     -------
@@ -382,6 +386,10 @@ def fit(
                     best = _cpu_copy(model) if config.restore_best else None
                 waited = sum(s > (history.best_step or 0) for s, _ in history.val_loss)  # validations since the best
                 history.stopped_early = config.patience is not None and waited >= config.patience
+            if on_validation is not None and rank == 0:
+                model.eval()
+                on_validation(step, model)
+                model.train()
             history.steps, history.seconds = step, seconds + time.perf_counter() - start
             if path is not None and rank == 0:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": _rng_state()}
