@@ -571,3 +571,13 @@ def test_column_arguments_give_the_same_results_on_renamed_columns():
         assert (assign_split(adata, split).to_numpy() == assign_split(renamed, split, **columns).to_numpy()).all()
     with pytest.raises(ValueError, match="pert_col='target_gene' is not a column of obs"):
         perturbation_effects(renamed)
+
+
+def test_repository_file_finds_the_checkouts_copy():
+    path = data.repository_file("bench/results/se_training_curve.csv")
+    assert path.exists() and path.parent.name == "results"
+
+
+def test_repository_file_says_what_is_missing():
+    with pytest.raises(data.DatasetUnavailableError, match="no_such_result.csv"):
+        data.repository_file("bench/results/no_such_result.csv")

@@ -250,3 +250,29 @@ def test_se_matches_arc_state(tmp_path):
     torch.save(checkpoint, tmp_path / "bare.ckpt")
     with pytest.raises(ValueError, match="pass gene_embeddings"):
         se.load_arc_checkpoint(tmp_path / "bare.ckpt")
+
+
+def test_judge_embedding_reads_labels_that_the_embedding_separates():
+    rng = np.random.default_rng(0)
+    import pandas as pd
+
+    labels = pd.DataFrame({"kind": np.repeat(["a", "b", "c"], 40), "noise": rng.choice(["x", "y"], 120)})
+    centers = {"a": [0, 0], "b": [10, 0], "c": [0, 10]}
+    points = np.array([centers[k] for k in labels["kind"]]) + rng.normal(0, 1, (120, 2))
+    train, test = np.arange(120) % 2 == 0, np.arange(120) % 2 == 1
+    scores = se.judge_embedding(points[train], points[test], labels[train], labels[test], k=5)
+    assert scores["kNN kind"] == 1.0 and scores["silhouette kind"] > 0.7
+    assert scores["kNN noise"] < 0.75 and abs(scores["silhouette noise"]) < 0.1
+    floor = se.majority_accuracy(labels[train], labels[test])
+    assert floor["kNN kind"] == pytest.approx(1 / 3, abs=0.05)
+    with pytest.raises(ValueError, match="one row of labels per cell"):
+        se.judge_embedding(points[train], points[test], labels, labels[test])
+    table = se.compare_embeddings(
+        {"good": (points[train], points[test]), "shuffled": (points[train][::-1], points[test])},
+        labels[train],
+        labels[test],
+        k=5,
+    )
+    assert list(table.index) == ["good", "shuffled", "majority guess"]
+    assert list(table.columns) == ["kNN kind", "kNN noise", "silhouette kind", "silhouette noise"]
+    assert table.loc["good", "kNN kind"] == 1.0 > table.loc["shuffled", "kNN kind"]

@@ -28,6 +28,7 @@ from vcell_lib.data.datasets import (
     fetch,
     load_papalexi2021,
     load_vcc_training,
+    repository_file,
     shipped_file,
 )
 from vcell_lib.data.loading import BATCH, CELL_TYPE, CONTROL, PERT, load_perturbation_data
@@ -71,6 +72,7 @@ __all__ = [
     "profile_table",
     "pseudobulk",
     "select_perturbations",
+    "repository_file",
     "shipped_file",
     "split_by_context",
     "split_by_perturbation",

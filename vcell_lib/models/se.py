@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
@@ -38,9 +39,12 @@ __all__ = [
     "SEConfig",
     "StateEmbedding",
     "cell_sentences",
+    "compare_embeddings",
     "embed_cells",
     "gene_table",
+    "judge_embedding",
     "load_arc_checkpoint",
+    "majority_accuracy",
     "predict_masked_genes",
     "read_depth",
     "training_batch",
@@ -504,6 +508,55 @@ def predict_masked_genes(
     predicted = model.decode(encoding, all_genes, torch.as_tensor(depth, dtype=torch.float32, device=device))
     model.train(was_training)
     return np.where(hidden, predicted.cpu().numpy(), np.nan)
+
+
+# --- judging an embedding -------------------------------------------------------------------------------------
+def judge_embedding(
+    train: np.ndarray, test: np.ndarray, train_labels: pd.DataFrame, test_labels: pd.DataFrame, *, k: int = 10
+) -> pd.Series:
+    """How well an embedding of held-out cells keeps each label apart. Taught in chapter 11.
+
+    For every column of the labels: the accuracy of a k-nearest-neighbour classifier fit on the training cells'
+    embedding and scored on the held-out cells (high: the label can be read from the embedding), and the
+    silhouette of the held-out cells grouped by that label (from -1 to 1; high: tight, separate groups).
+    """
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    if len(train) != len(train_labels) or len(test) != len(test_labels):
+        raise ValueError("each embedding needs one row of labels per cell")
+    scores = {}
+    for column in train_labels.columns:
+        knn = KNeighborsClassifier(n_neighbors=k).fit(train, train_labels[column].astype(str))
+        scores[f"kNN {column}"] = knn.score(test, test_labels[column].astype(str))
+    for column in train_labels.columns:
+        scores[f"silhouette {column}"] = silhouette_score(test, test_labels[column].astype(str))
+    return pd.Series(scores)
+
+
+def majority_accuracy(train_labels: pd.DataFrame, test_labels: pd.DataFrame) -> pd.Series:
+    """The kNN scores' floor: accuracy of always guessing each column's most frequent training label. Ch. 11."""
+    return pd.Series(
+        {f"kNN {c}": float((test_labels[c].astype(str) == train_labels[c].astype(str).mode()[0]).mean())
+         for c in train_labels.columns}
+    )  # fmt: skip
+
+
+def compare_embeddings(
+    embeddings: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    train_labels: pd.DataFrame,
+    test_labels: pd.DataFrame,
+    *,
+    k: int = 10,
+) -> pd.DataFrame:
+    """`judge_embedding` for several embeddings {name: (train, test)}, one row each, plus the majority guess.
+
+    Columns: kNN accuracy for each label, then silhouette for each label. Taught in chapter 11.
+    """
+    rows = {name: judge_embedding(a, b, train_labels, test_labels, k=k) for name, (a, b) in embeddings.items()}
+    rows["majority guess"] = majority_accuracy(train_labels, test_labels)
+    columns = [f"{kind} {label}" for kind in ("kNN", "silhouette") for label in train_labels.columns]
+    return pd.DataFrame(rows).T[columns]
 
 
 # --- Arc's checkpoints ---------------------------------------------------------------------------------------
