@@ -65,6 +65,23 @@ def test_gradients_are_finite_where_points_coincide(sets):
     assert torch.isfinite(x.grad).all()
 
 
+def test_bfloat16_autocast_does_not_spoil_the_distances():
+    """Under autocast (train.fit's bf16) the distances are still computed in float32."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 16, 2000, generator=generator) * 3  # many genes: |x|^2 is large, |x - y|^2 comparatively small
+    y = x + 0.05 * torch.randn(2, 16, 2000, generator=generator)
+    exact = energy_distance(x, y), mmd_rbf(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (x @ y.mT).dtype == torch.bfloat16  # autocast is on: a plain matmul would be bfloat16
+        ours = energy_distance(x, y), mmd_rbf(x, y)
+        bf16 = (x * x).sum(-1)[..., :, None] - 2 * x @ y.mT + (y * y).sum(-1)[..., None, :]  # what that would give
+    for value, reference in zip(ours, exact):
+        assert value.dtype == torch.float32
+        assert torch.allclose(value, reference, rtol=1e-6, atol=0), (value, reference)
+    squared = (x[:, :, None] - y[:, None]).pow(2).sum(-1)
+    assert (bf16 - squared).abs().max() > 1.0  # bfloat16 distances are off by more than 1 (squared distance ~5)
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="must agree"):
         energy_distance(torch.zeros(2, 4, 3), torch.zeros(2, 4, 5))

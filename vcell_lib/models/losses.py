@@ -79,8 +79,14 @@ def _check_sets(x: Tensor, y: Tensor) -> None:
 
 
 def _squared_distances(x: Tensor, y: Tensor) -> Tensor:
-    """All squared Euclidean distances (..., n, m), as geomloss computes them: |x|^2 - 2 x.y + |y|^2."""
-    return (x * x).sum(-1)[..., :, None] - 2 * x @ y.transpose(-2, -1) + (y * y).sum(-1)[..., None, :]
+    """All squared Euclidean distances (..., n, m), as geomloss computes them: |x|^2 - 2 x.y + |y|^2.
+
+    Always in float32 or wider, autocast or not: in bfloat16, 2 x.y cancels against |x|^2 + |y|^2 and thousands of
+    genes leave distances with no correct digit.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        x, y = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in (x, y))
+        return (x * x).sum(-1)[..., :, None] - 2 * x @ y.transpose(-2, -1) + (y * y).sum(-1)[..., None, :]
 
 
 def _mean_distance(x: Tensor, y: Tensor) -> Tensor:
