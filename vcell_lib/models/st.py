@@ -170,11 +170,9 @@ class StateTransition(nn.Module):
 # Inside the backbone the names are Hugging Face's LlamaModel's, which LlamaEncoder keeps.
 ARC_NAMES = {"transformer_backbone.": "backbone."}
 
-# Keys of Arc's state dict with no counterpart here, and why they can go:
-_UNUSED = (
-    "transformer_backbone.embed_tokens.",  # Llama's token table: zeroed and frozen, inputs are vectors, not tokens
-    "transformer_backbone.rotary_emb.",  # rotary frequencies (older transformers saved them): rotary is disabled
-)
+# Keys of Arc's state dict with no counterpart here: Llama's token table, zeroed, frozen and never read (the inputs
+# are vectors, passed as `inputs_embeds`). Rotary embeddings have no weights to drop (Arc's NoRoPE has none).
+_UNUSED = ("transformer_backbone.embed_tokens.",)
 
 # Options of Arc's model that this one does not have: (hyper-parameter, its value that we support).
 _UNSUPPORTED = (
