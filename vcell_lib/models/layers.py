@@ -1,6 +1,8 @@
-"""Building blocks shared by the book's models: an MLP and a transformer encoder block written out.
+"""Building blocks shared by the book's models: an MLP and two transformer blocks, written out.
 
-Taught in chapter 11. Parameter names follow Arc's code (arc-state), so that its checkpoints load by name.
+Taught in chapters 11 (MLP, EncoderBlock, SkipBlock: SE) and 12 (RMSNorm, SwiGLU, SelfAttention, LlamaBlock,
+LlamaEncoder: ST's backbone). Parameter names follow Arc's code (arc-state) and, for the Llama parts, Hugging Face's
+`LlamaModel`, so that their checkpoints load by name.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MLP", "EncoderBlock", "SkipBlock"]
+__all__ = ["MLP", "EncoderBlock", "LlamaBlock", "LlamaEncoder", "RMSNorm", "SelfAttention", "SkipBlock", "SwiGLU"]
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -93,3 +95,122 @@ class SkipBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layer_norm(x + self.dense(torch.relu(self.intermediate_dense(x))))
+
+
+# --- the Llama block (ST's backbone) -------------------------------------------------------------------------
+# Hugging Face's `LlamaModel` made bidirectional, as arc-state uses it, is `LlamaEncoder` below with the same
+# parameter names: `layers.{i}.self_attn.{q,k,v,o}_proj`, `layers.{i}.mlp.{gate,up,down}_proj`,
+# `layers.{i}.input_layernorm`, `layers.{i}.post_attention_layernorm` and the final `norm`. Its state dict loads
+# into ours once `embed_tokens.weight` is dropped: the token table is never used when the inputs are vectors.
+# Llama's Linear layers have no bias (its config's `attention_bias` and `mlp_bias` are False by default, and
+# arc-state never sets them). arc-state's changes to Llama, and how they appear here:
+# - no causal mask (its `LlamaBidirectionalModel` passes an all-ones mask and `is_causal=False`): every cell
+#   attends to every cell;
+# - no rotary position embedding (its `NoRoPE` returns cos = 1, sin = 0, which leaves queries and keys as they
+#   are): nothing tells the cells apart by position, so the encoder is permutation-equivariant over the set.
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) times a learned gain: LayerNorm without centring and bias. Taught in chapter 12.
+
+    Computed in float32 whatever the input's type, as Llama does.
+    """
+
+    def __init__(self, width: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        normalized = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normalized.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """Llama's feed-forward network: down(SiLU(gate(x)) * up(x)), no biases. Taught in chapter 12.
+
+    The gate, a SiLU of one projection, scales another projection element by element.
+    """
+
+    def __init__(self, d_model: int, d_hidden: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, d_hidden, bias=False)
+        self.up_proj = nn.Linear(d_model, d_hidden, bias=False)
+        self.down_proj = nn.Linear(d_hidden, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention without mask or positions: every token attends to every token. Taught in ch. 12.
+
+    Queries, keys and values are separate Linear maps without bias (Llama's q_proj, k_proj, v_proj), each head has
+    width d_model / n_heads, and `dropout` acts on the attention weights while training (Llama's
+    `attention_dropout`).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.o_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, width = x.shape
+
+        def heads(projection: nn.Linear) -> Tensor:  # (batch, heads, tokens, head width)
+            return projection(x).view(batch, tokens, self.n_heads, width // self.n_heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            heads(self.q_proj), heads(self.k_proj), heads(self.v_proj),
+            dropout_p=self.dropout if self.training else 0.0, is_causal=False,
+        )  # fmt: skip
+        return self.o_proj(out.transpose(1, 2).reshape(batch, tokens, width))
+
+
+class LlamaBlock(nn.Module):
+    """One pre-norm Llama block: x + attention(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)). Taught in chapter 12.
+
+    Pre-norm (the norm inside the residual branch, unlike `EncoderBlock`'s post-norm) leaves the residual stream
+    untouched from input to output, which keeps deep stacks easy to train.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_hidden: int, *, eps: float = 1e-6, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(d_model, eps)
+        self.self_attn = SelfAttention(d_model, n_heads, dropout)
+        self.post_attention_layernorm = RMSNorm(d_model, eps)
+        self.mlp = SwiGLU(d_model, d_hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaEncoder(nn.Module):
+    """`n_layers` LlamaBlocks then a final RMSNorm: a bidirectional Llama without token table. Taught in chapter 12.
+
+    Maps tokens (batch, tokens, d_model) to the same shape; permuting the tokens permutes the output the same way.
+    Hugging Face's `LlamaModel` weights load by name, less `embed_tokens` (see the note above).
+    """
+
+    def __init__(
+        self, d_model: int, n_heads: int, d_hidden: int, n_layers: int, *, eps: float = 1e-6, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            LlamaBlock(d_model, n_heads, d_hidden, eps=eps, dropout=dropout) for _ in range(n_layers)
+        )
+        self.norm = RMSNorm(d_model, eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
