@@ -10,6 +10,8 @@ import torch
 from vcell_lib.models import se
 from vcell_lib.models.losses import energy_distance
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 N_GENES, TOKEN_DIM = 30, 12
 
 

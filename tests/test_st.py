@@ -15,14 +15,7 @@ from vcell_lib.models.losses import energy_distance
 N_GENES, PERT_DIM, SETS, CELLS = 32, 6, 3, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads; two threads on a busy two-core machine wait on each other (the
-    overfitting test took 90 s instead of 2 s while another process used a core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def inputs(seed=0, n_sets=SETS, n_cells=CELLS, n_batches=0):

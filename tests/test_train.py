@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _ddp_worker import CONFIG as DDP_CONFIG  # noqa: E402
 from _ddp_worker import make_model, mse, regression_data  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def quiet(**kwargs) -> TrainConfig:
     """A config for tests: no progress bar, on the CPU in fp32 (exact comparisons) unless a device is given."""
