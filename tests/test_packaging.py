@@ -66,6 +66,7 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     import anndata as ad
     import numpy as np
     import pandas as pd
+    import torch
 
     rng = np.random.default_rng(0)
     obs = pd.DataFrame(
@@ -75,9 +76,18 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     screen = ad.AnnData(X=rng.poisson(2.0, (90, 12)).astype(np.float32), obs=obs)
     screen.var_names = [f"g{i}" for i in range(12)]
     screen.write_h5ad(tmp_path / "my_screen.h5ad")
+    # the SE example's files: a small checkpoint of Arc's SE, its protein embeddings, cells with some of its genes
+    from test_se import arc_se_checkpoint
+
+    (tmp_path / "SE-600M").mkdir()
+    _, vocabulary = arc_se_checkpoint(tmp_path / "SE-600M" / "small.ckpt")
+    torch.save(vocabulary, tmp_path / "SE-600M" / "protein_embeddings.pt")
+    cells = ad.AnnData(X=rng.poisson(2.0, (20, 30)).astype(np.float32))
+    cells.var_names = [f"G{i}" for i in range(25)] + [f"unknown{i}" for i in range(5)]
+    cells.write_h5ad(tmp_path / "my_cells.h5ad")
     monkeypatch.chdir(tmp_path)
     examples = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(examples) == 2
+    assert len(examples) == 3
     for example in examples:
         exec(compile(example.replace("n_cells=1000", "n_cells=50"), "README.md", "exec"), {})
 

@@ -179,18 +179,24 @@ def test_batches_cover_every_cell_and_know_the_datasets(model, X):
         se.SEBatches(adata, model, batch_size=3, dataset_col="replicate")
 
 
-def test_se_matches_arc_state(tmp_path):
-    """A checkpoint of arc-state's StateEmbeddingModel, loaded into the book's SE, gives the same embeddings."""
+ARC_SENTENCE_LENGTH = 16
+
+
+def arc_se_checkpoint(path, n_vocabulary=40, token_dim=24):
+    """Save a checkpoint of arc-state's StateEmbeddingModel (random weights, small sizes) as Lightning would.
+
+    Returns (arc's model in eval mode, the protein-embedding vocabulary {gene: vector}). Also used by the README test.
+    """
     omegaconf = pytest.importorskip("omegaconf")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from state.emb.nn.model import StateEmbeddingModel
 
     torch.manual_seed(0)
-    n_vocabulary, token_dim, length = 40, 24, 16
     cfg = omegaconf.OmegaConf.create({
         "model": {"rda": True, "counts": True, "dataset_correction": True, "num_downsample": 1, "batch_size": 8},
-        "dataset": {"current": "tiny", "tiny": {"num_datasets": 3}, "pad_length": length, "P": 4, "N": 4, "S": 4},
+        "dataset": {"current": "tiny", "tiny": {"num_datasets": 3}, "pad_length": ARC_SENTENCE_LENGTH,
+                    "P": 4, "N": 4, "S": 4},
         "loss": {"name": "tabular"},
         "embeddings": {"current": "esm", "esm": {"size": token_dim, "num": n_vocabulary}},
         "optimizer": {"weight_decay": 0.01, "start": 0.33, "end": 1.0, "max_lr": 1e-4},
@@ -203,8 +209,14 @@ def test_se_matches_arc_state(tmp_path):
     arc.eval()
     checkpoint = {"state_dict": arc.state_dict(), "hyper_parameters": dict(arc.hparams)}
     arc.on_save_checkpoint(checkpoint)  # what Lightning calls: adds cfg_yaml and the packed protein embeddings
-    torch.save(checkpoint, tmp_path / "se.ckpt")
+    torch.save(checkpoint, path)
+    return arc, vocabulary
 
+
+def test_se_matches_arc_state(tmp_path):
+    """A checkpoint of arc-state's StateEmbeddingModel, loaded into the book's SE, gives the same embeddings."""
+    arc, vocabulary = arc_se_checkpoint(tmp_path / "se.ckpt")
+    n_vocabulary, length = len(vocabulary), ARC_SENTENCE_LENGTH
     ours = se.load_arc_checkpoint(tmp_path / "se.ckpt", gene_embeddings=vocabulary)
     assert ours.config.d_model == 16 and ours.config.n_datasets == 3 and ours.config.sentence_length == length
 
@@ -248,6 +260,7 @@ def test_se_matches_arc_state(tmp_path):
 
     from_packed = se.load_arc_checkpoint(tmp_path / "se.ckpt")  # the embeddings Arc packed into the checkpoint
     assert from_packed.genes == ours.genes
+    checkpoint = torch.load(tmp_path / "se.ckpt", weights_only=False)
     del checkpoint["protein_embeds_dict"]
     torch.save(checkpoint, tmp_path / "bare.ckpt")
     with pytest.raises(ValueError, match="pass gene_embeddings"):
