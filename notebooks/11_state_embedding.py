@@ -727,15 +727,13 @@ glue(
 )
 glue("real_masked_se", real_masked["SE decoder"], display=False)
 glue("real_masked_mean", real_masked["gene mean"], display=False)
-# what the next paragraph says
-assert (
-    real_judged.loc["PCA of log1p", "kNN target_gene"]
-    > real_judged.loc["SE cell embedding", "kNN target_gene"]
-)
-assert (
-    real_judged.loc["SE cell embedding", "kNN batch"]
-    < real_judged.loc["PCA of log1p", "kNN batch"]
-)
+if not FAST:  # what the next paragraph says (fast mode trains for a few steps only)
+    pca_row, se_row = (
+        real_judged.loc["PCA of log1p"],
+        real_judged.loc["SE cell embedding"],
+    )
+    assert pca_row["kNN target_gene"] > se_row["kNN target_gene"]
+    assert se_row["kNN batch"] < pca_row["kNN batch"]
 
 # %% [markdown]
 # On the THP-1 cells both embeddings find the knocked-out gene hard to read: the most frequent label (the non-targeting controls) is right for {glue:text}`real_floor_pert:.2f` of the held-out cells, PCA's neighbours for {glue:text}`real_pca_knn_pert:.2f` and SE's for {glue:text}`real_se_knn_pert:.2f`.
