@@ -187,7 +187,7 @@ print(
 # ## Step 3: the expression encoding, by soft binning
 #
 # The token says which gene; it must also say how much.
-# SE borrows {term}`soft binning` from scFoundation: a small network maps each value to a probability over 10 bins, `softmax(Linear(1, 512) -> LeakyReLU -> Linear(512, 10))`, and the expression encoding is the probability-weighted mean of 10 learned bin vectors, added to the gene token.
+# SE borrows {term}`soft binning` from scFoundation {cite}`hao2024`: a small network maps each value to a probability over 10 bins, `softmax(Linear(1, 512) -> LeakyReLU -> Linear(512, 10))`, and the expression encoding is the probability-weighted mean of 10 learned bin vectors, added to the gene token.
 # Unlike a hard histogram, the bins are learned, and nearby values get nearby encodings, so the encoding is smooth in the value.
 # Two details from the code matter: the values are computed on log1p expression, not counts (each is $100\,x_g/\sum_{g'} x_{g'}$ with $x$ the log1p values), and the CLS slot carries a value too.
 # In the reference that value is, by an accident of indexing, the weight of whichever gene is the dataset's fourth column; the book gives the CLS slot a value of 0, and offers the reference's rule for models trained by Arc (`cls_value_gene=se.ARC_CLS_GENE`).
@@ -220,7 +220,7 @@ print(
 # The intent is a division of labour: what is specific to the dataset flows into the dataset token, and the CLS token is left with the biology.
 # Whether that happens is a question we will measure, not assume.
 #
-# The encoder is a stack of standard post-LayerNorm transformer blocks (`vcell_lib.models.layers.EncoderBlock`, self-attention with PyTorch's `scaled_dot_product_attention`, then a GELU feed-forward).
+# The encoder is a stack of standard post-LayerNorm transformer blocks {cite}`vaswani2017` (`vcell_lib.models.layers.EncoderBlock`, self-attention with PyTorch's `scaled_dot_product_attention`, then a GELU feed-forward).
 # Nothing in it knows a token's position, so shuffling the genes of a sentence cannot change the CLS output; the check below is the test suite's too.
 
 # %%
@@ -789,7 +789,7 @@ else:
 # What the 600M-parameter model adds is scale in every direction at once: 2,048-token sentences, a width of 2,048, protein vectors from ESM-2 15B that carry learned biology (ours are random offline), and pre-training on a large atlas of many cell types and experiments {cite}`adduri2025`.
 # Its value is claimed where PCA has nothing to offer, across datasets: embeddings of cells from a new experiment that land next to their biological relatives.
 # Testing that claim needs many datasets and the released weights; the cell above is where to start.
-# Independent benchmarks of such foundation-model embeddings have often found simple baselines hard to beat {cite}`ahlmanneltze2025`; chapter 15 returns to that evidence.
+# Independent evaluations of other single-cell foundation models used without fine-tuning (scGPT, Geneformer) found their cell embeddings often outperformed by simpler representations, such as highly variable genes, at separating cell types and removing batch effects {cite}`kedzierska2025`; chapter 15 returns to that evidence.
 
 # %% [markdown]
 # ## Summary
