@@ -339,6 +339,8 @@ history = fit(
 seconds = time.perf_counter() - start
 cells_per_second = TRAIN_STEPS * 64 / seconds
 glue("se_cells_per_second", cells_per_second, display=False)
+glue("se_train_seconds", seconds, display=False)
+glue("se_parameters", n_parameters, display=False)
 print(
     f"{TRAIN_STEPS} steps in {seconds:.0f} s: {cells_per_second:.0f} cells per second on {DEVICE}"
 )
@@ -422,7 +424,7 @@ assert (
 )
 
 # %% [markdown]
-# The table is the honest result of a 260-thousand-parameter model trained for a minute on a few thousand cells; we read it after two more measurements.
+# The table is the honest result of a model of {glue:text}`se_parameters:,` parameters trained for {glue:text}`se_train_seconds:.0f` seconds on a few thousand cells; we read it after two more measurements.
 # Pictures first: the held-out cells in a UMAP of each embedding, coloured by cell type and by batch.
 
 
@@ -606,7 +608,7 @@ assert se_curve["kNN cell_type"].max() < reference.loc["PCA of log1p", "kNN cell
 # After the L2-normalization those genes all share one token, the projection of zero, and the model can tell them apart only by their expression.
 
 # %% [markdown]
-# ESM-2 reads about a thousand residues per second on two CPU cores, and the 258 proteins of these genes have about 150,000: over two minutes.
+# The proteins of these genes have {glue:text}`real_residues:,` residues between them, which ESM-2 needs minutes to read on a CPU (chapter 10 measures its speed).
 # On a CPU the chapter therefore embeds each protein's first 100 residues only; with a GPU it embeds whole proteins, as chapter 10 does.
 
 # %%
@@ -621,6 +623,11 @@ symbol = {
 }  # old screen symbols -> current HGNC
 with_protein = [symbol[g] for g in papalexi.var_names if symbol[g] in proteins]
 sequences = {g: [s[:RESIDUES] for s in proteins[g]] for g in with_protein}
+glue(
+    "real_residues",
+    sum(len(s) for g in with_protein for s in proteins[g]),
+    display=False,
+)
 start = time.perf_counter()
 names, vectors = gene_embeddings(sequences, esm2, progress=False)
 print(
@@ -781,7 +788,7 @@ else:
 # %% [markdown]
 # ## What a small SE can and cannot show
 #
-# A model of a quarter of a million parameters, trained for a minute on a few thousand cells, shows the machinery working: the loss falls on held-out cells, the embedding separates cell types far better than chance, and the code is the published model's code.
+# A model of {glue:text}`se_parameters:,` parameters, trained for {glue:text}`se_train_seconds:.0f` seconds on a few thousand cells, shows the machinery working: the loss falls on held-out cells, the embedding separates cell types far better than chance, and the code is the published model's code.
 # It does not show that SE beats PCA, and on these data it does not: on simulated cells PCA reads the cell type from held-out cells with accuracy {glue:text}`sim_pca_knn_context:.2f` against SE's {glue:text}`sim_se_knn_context:.2f`, and the perturbation with {glue:text}`sim_pca_knn_pert:.2f` against {glue:text}`sim_se_knn_pert:.2f`.
 # Within one small dataset, PCA has every advantage: it sees all genes, it is fit to exactly these cells, and the simulator's cell types differ along a few strong directions that PCA finds at once.
 # Its weakness, that it does not transfer, cannot show inside a single dataset.
