@@ -264,8 +264,13 @@ def test_predict_keeps_the_template_and_predicts_from_controls_of_each_cell_type
             rows = np.rint(cells[:, 0].numpy() * 1000).astype(int) - 1
             assert obs[CELL_TYPE].iloc[rows].nunique() == 1 and len(torch.unique(perts, dim=0)) == 1
     model.train()  # predict evaluates in eval mode and gives the model back in the mode it had
-    predict(model, template, controls, features, progress=False)
+    model.seen.clear()
+    predict(model, template, controls, features, set_size=3, progress=False)
     assert model.training
+    set_sizes = sorted(basal.shape[1] for basal, _ in model.seen for _ in basal)
+    assert set_sizes == [1, 1, 2, 3, 3, 3, 3, 3]  # 3 | 3 3 3 1 | 3 2 | 1
+    with pytest.raises(ValueError, match="set_size"):
+        predict(model, template, controls, features, set_size=0, progress=False)
 
 
 def test_predict_with_batches_and_its_errors():

@@ -109,7 +109,8 @@ def _feature_rows(features: pd.DataFrame, labels: np.ndarray, where: str) -> np.
         unknown = list(pd.unique(labels[position < 0]))
         raise ValueError(
             f"{len(unknown)} perturbations of {where} are not in features: {unknown[:5]}. The model cannot encode "
-            "them (state tx infer silently predicts the control for them): build features that include them "
+            "them (arc-state silently encodes them as zeros in training, as the control at inference): build features "
+            "that include them "
             "(gene features can; a one-hot of the training perturbations cannot), or leave those cells out"
         )
     return features.to_numpy(np.float32)[position]
@@ -173,6 +174,11 @@ class STSets:
     (sets, S, P) the perturbation's features (the same row for every cell of a set), "target" (sets, S, G)
     the observed cells, "target_index" and "basal_index" (sets, S) their row positions in adata, and, when
     `batch_col` is given, "batch" (sets, S) the observed cells' batch codes, positions in `self.batches`.
+    Each pass draws anew from the object's own generator (seeded once, as `SEBatches`): a `fit` resumed from a
+    checkpoint sees other draws than an uninterrupted one.
+
+    Attributes: `groups` (a table of the groups: their keys, `n_cells` and `n_sets`), `n_sets` (sets per pass),
+    `batches` (batch names in code order, with `batch_col`).
 
     Parameters
     ----------
@@ -317,7 +323,9 @@ def st_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
 
 
 # --- inference -----------------------------------------------------------------------------------------------
-def _batch_codes(template: ad.AnnData, model: nn.Module, batch_col: str | None, batches: Sequence[str] | None):
+def _batch_codes(
+    template: ad.AnnData, model: nn.Module, batch_col: str | None, batches: Sequence[str] | None
+) -> np.ndarray | None:
     """The batch code of each template row, for a model with a batch embedding; None for one without."""
     n_batches = model.config.n_batches
     if not n_batches:
@@ -329,10 +337,12 @@ def _batch_codes(template: ad.AnnData, model: nn.Module, batch_col: str | None, 
             f"the model embeds batches (n_batches={n_batches}): pass batch_col=... (the template's batch column) "
             "and batches=... (the batch names in the training order, e.g. STSets.batches)"
         )
+    if len(batches) > n_batches:
+        raise ValueError(f"{len(batches)} batches for a model that embeds n_batches={n_batches}: pass its batches")
     _require_columns(template, batch_col=batch_col)
     labels = _labels(template, batch_col)
     position = pd.Index([str(b) for b in batches]).get_indexer(labels)
-    if (position < 0).any() or len(batches) > n_batches:
+    if (position < 0).any():
         unknown = list(pd.unique(labels[position < 0]))
         raise ValueError(
             f"batch labels {unknown[:5]} of the template are not among the {len(batches)} training batches "
@@ -400,9 +410,10 @@ def predict(
     uses batch 0.
     """
     config = model.config
-    size = int(set_size or config.cell_set_len)
-    if size < 1:
+    size = config.cell_set_len if set_size is None else set_size
+    if int(size) != size or size < 1:
         raise ValueError(f"set_size must be a positive integer, got {set_size!r}")
+    size = int(size)
     _require_columns(template, pert_col=pert_col)
     if features.shape[1] != config.pert_dim:
         raise ValueError(f"features has {features.shape[1]} columns, the model reads pert_dim={config.pert_dim}")
