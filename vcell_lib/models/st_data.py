@@ -12,7 +12,7 @@ strategies) does, and fills a challenge template with predictions, as `state tx 
 
 X is read a few rows at a time (`X[rows]`, then those rows made dense): a sparse, dense or backed
 (`anndata.read_h5ad(path, backed="r")`) matrix of any size works, and none is made dense whole.
-Where the reference is silent about a pitfall this module raises instead, and says so in the docstring.
+Where the reference falls back quietly (a log line at most) this module raises instead, and the docstring says so.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def perturbation_features(
     A float32 DataFrame indexed by perturbation name (str), one column per feature.
 
     Raises ValueError naming the perturbations that the mapping has no vector for. The reference gives them a
-    vector of zeros in training, and at inference falls back to the control's vector for a perturbation its
-    table lacks, silently predicting "no effect"; here they are errors.
+    vector of zeros in training (with a log line), and at inference falls back to the control's vector for a
+    perturbation its table lacks (with a printed note), predicting "no effect"; here they are errors.
     """
     names = pd.Index(pd.unique(np.asarray([str(p) for p in perturbations] + [str(control)], dtype=object)))
     if isinstance(kind, str):
@@ -95,7 +95,7 @@ def perturbation_features(
     if missing:
         raise ValueError(
             f"{len(missing)} perturbations have no feature vector: {missing[:5]}. Give them one, or leave their "
-            "cells out (arc-state would silently use zeros, or the control's vector at inference)"
+            "cells out (arc-state would use zeros, or the control's vector at inference)"
         )
     zeros = np.zeros(widths.pop(), dtype=np.float32)
     rows = np.stack([vectors.get(p, zeros) for p in names])
@@ -109,7 +109,7 @@ def _feature_rows(features: pd.DataFrame, labels: np.ndarray, where: str) -> np.
         unknown = list(pd.unique(labels[position < 0]))
         raise ValueError(
             f"{len(unknown)} perturbations of {where} are not in features: {unknown[:5]}. The model cannot encode "
-            "them (arc-state silently encodes them as zeros in training, as the control at inference): build features "
+            "them (arc-state encodes them as zeros in training, as the control at inference): build features "
             "that include them "
             "(gene features can; a one-hot of the training perturbations cannot), or leave those cells out"
         )
@@ -165,10 +165,10 @@ class STSets:
     has controls, else of the cell type: cell-load's `batch` mapping), shuffles the sets and yields them
     `sets_per_batch` at a time. Only the rows of a batch are read from X.
 
-    Differences from cell-load, none of which changes what a set is: cell-load cuts the groups once and keeps
-    that order of sets for every epoch (only the pairing and the filling are redrawn); it fills a short set by
-    drawing all S cells with replacement from it (so some of its cells can be left out), here the set keeps its
-    cells and only the missing places are drawn.
+    Differences from cell-load, none of which changes what a set is: on one device, cell-load cuts the groups
+    once and keeps that order of sets for every epoch (only the pairing and the filling are redrawn); it fills
+    a short set by drawing all S cells with replacement from it (so some of its cells can be left out), here
+    the set keeps its cells and only the missing places are drawn.
 
     Each batch is a dict of tensors: "basal" (sets, S, G) the control cells' log1p expression, "pert"
     (sets, S, P) the perturbation's features (the same row for every cell of a set), "target" (sets, S, G)
@@ -346,7 +346,7 @@ def _batch_codes(
         unknown = list(pd.unique(labels[position < 0]))
         raise ValueError(
             f"batch labels {unknown[:5]} of the template are not among the {len(batches)} training batches "
-            f"(the model embeds {n_batches}; state tx infer silently uses batch 0): relabel them to a training batch"
+            f"(the model embeds {n_batches}; state tx infer would use batch 0): relabel them to a training batch"
         )
     return position
 
@@ -406,8 +406,8 @@ def predict(
     [0, PREDICTION_MAX] as the reference does (with a warning saying how many values were clipped).
 
     Raises ValueError for a perturbation that `features` lacks, a cell type without controls and a batch label
-    outside `batches`, where the reference silently predicts the control, takes controls of any cell type, or
-    uses batch 0.
+    outside `batches`, where `state tx infer` predicts the control (with a printed note), takes controls of any
+    cell type (silently), or uses batch 0 (with a printed warning).
     """
     config = model.config
     size = config.cell_set_len if set_size is None else set_size
