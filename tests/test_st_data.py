@@ -13,7 +13,7 @@ from torch import nn
 
 from vcell_lib.data import BATCH, CELL_TYPE, CONTROL, PERT
 from vcell_lib.models import st
-from vcell_lib.models.st_data import STSets, perturbation_features, predict, st_loss
+from vcell_lib.models.st_data import PREDICTION_MAX, STSets, perturbation_features, predict, st_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -271,6 +271,21 @@ def test_predict_keeps_the_template_and_predicts_from_controls_of_each_cell_type
     assert set_sizes == [1, 1, 2, 3, 3, 3, 3, 3]  # 3 | 3 3 3 1 | 3 2 | 1
     with pytest.raises(ValueError, match="set_size"):
         predict(model, template, controls, features, set_size=0, progress=False)
+
+
+def test_predictions_are_clipped_to_what_cell_eval_accepts_with_a_warning():
+    controls = two_cell_types()
+    features = perturbation_features(["P1", "P2"])
+    template = screen({("A", "P1", "b0"): 3, ("A", "P2", "b0"): 3})
+    model = Additive(features.shape[1])
+    with torch.no_grad():
+        model.shift[0, 1:] = -10.0  # P1 drives every gene but gene 0 below 0
+        model.shift[1, 1:] = 20.0  # P2 above PREDICTION_MAX
+    with pytest.warns(UserWarning, match=r"\b54 predicted values were outside \[0, 14.0\]"):
+        pred = predict(model, template, controls, features, progress=False)
+    is_p1 = (template.obs[PERT] == "P1").to_numpy()
+    assert (pred.X[is_p1, 1:] == 0).all() and (pred.X[~is_p1, 1:] == PREDICTION_MAX).all()
+    assert (pred.X[:, 0] > 0).all()  # gene 0 was in range: untouched
 
 
 def test_predict_with_batches_and_its_errors():
