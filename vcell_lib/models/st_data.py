@@ -1,0 +1,502 @@
+"""The data side of ST: perturbation features, training sets of cells, and predictions for a template.
+
+Taught in chapter 12. ST (`vcell_lib.models.st`) reads sets of S cells that share a cell type and a
+perturbation, each cell paired with a control cell of its cell type; this module makes those sets from an
+AnnData, as Arc's data module (`cell-load`: `PerturbationBatchSampler`, the `random` and `batch` mapping
+strategies) does, and fills a challenge template with predictions, as `state tx infer` does.
+
+- `perturbation_features`: the table perturbation -> vector that ST reads (one-hot, or gene features);
+- `STSets`: training batches of sets, the control pairing redrawn every pass (an iterable for `train.fit`),
+  and `st_loss`, the loss function to give `fit` with them;
+- `predict`: every row of a template replaced by ST's prediction from a control cell of its cell type.
+
+X is read a few rows at a time (`X[rows]`, then those rows made dense): a sparse, dense or backed
+(`anndata.read_h5ad(path, backed="r")`) matrix of any size works, and none is made dense whole.
+Where the reference falls back quietly (a log line at most) this module raises instead, and the docstring says so.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+
+from ..data.loading import CELL_TYPE, CONTROL, PERT, _require_columns
+from ..data.normalize import ensure_log1p
+
+__all__ = ["PREDICTION_MAX", "STSets", "perturbation_features", "predict", "st_loss"]
+
+PREDICTION_MAX = 14.0  # predictions are clipped to [0, 14], as `state tx infer` does (cell-eval rejects max >= 15)
+_SETS_PER_FORWARD = 32  # predict: full windows of one group go through the model this many at a time
+_CHECKED_ROWS = 2000  # a backed X is checked to be log1p on its first rows
+
+
+# --- perturbation features -----------------------------------------------------------------------------------
+def perturbation_features(
+    perturbations: Iterable[str],
+    kind: str | Mapping[str, Any] | ad.AnnData = "onehot",
+    *,
+    control: str = CONTROL,
+) -> pd.DataFrame:
+    """The vector ST reads for each perturbation: a table, one row per perturbation. Taught in chapter 12.
+
+    Parameters
+    ----------
+    perturbations
+        The perturbations to encode, e.g. `train.obs["target_gene"].unique()`. The control is always added.
+    kind
+        "onehot": one column per perturbation, the control included, in sorted order (arc-state's
+        `generate_onehot_map`; note that arc builds it over the perturbations of every file it is given,
+        test ones included, which then have a column that training never sets). A one-hot encoding knows
+        nothing about a perturbation it was not trained on: it cannot predict an unseen one.
+        A mapping {gene: vector}, or an AnnData whose `varm["gene_features"]` holds one vector per gene
+        (`var_names`; the simulator's perturbations are named after the genes they silence): gene features,
+        which let a model say something about perturbations it never saw (the VCC recipe used ESM-2
+        vectors of the silenced genes). The control gets its own vector if the mapping has one, else zeros.
+    control
+        The control label.
+
+    Returns
+    -------
+    A float32 DataFrame indexed by perturbation name (str), one column per feature.
+
+    Raises ValueError naming the perturbations that the mapping has no vector for. The reference gives them a
+    vector of zeros in training (with a log line), and at inference falls back to the control's vector for a
+    perturbation its table lacks (with a printed note), predicting "no effect"; here they are errors.
+    """
+    names = pd.Index(pd.unique(np.asarray([str(p) for p in perturbations] + [str(control)], dtype=object)))
+    if isinstance(kind, str):
+        if kind != "onehot":
+            raise ValueError(f"kind must be 'onehot', a {{gene: vector}} mapping or an AnnData, got {kind!r}")
+        names = names.sort_values()
+        return pd.DataFrame(np.eye(len(names), dtype=np.float32), index=names, columns=names)
+    if isinstance(kind, ad.AnnData):
+        if "gene_features" not in kind.varm:
+            raise ValueError(
+                f"kind is an AnnData without varm['gene_features'] (it has {list(kind.varm)}): pass one "
+                "simulated with n_gene_features > 0, or a {gene: vector} mapping"
+            )
+        kind = dict(zip(kind.var_names.astype(str), np.asarray(kind.varm["gene_features"], dtype=np.float32)))
+    if not isinstance(kind, Mapping):
+        raise TypeError(f"kind must be 'onehot', a mapping or an AnnData, got {type(kind).__name__}")
+    vectors = {str(key): np.asarray(value, dtype=np.float32).ravel() for key, value in kind.items()}
+    widths = {len(v) for v in vectors.values()}
+    if len(widths) != 1:
+        raise ValueError(f"the feature vectors must all have one length, got lengths {sorted(widths)[:5]}")
+    missing = [p for p in names if p not in vectors and p != str(control)]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} perturbations have no feature vector: {missing[:5]}. Give them one, or leave their "
+            "cells out (arc-state would use zeros, or the control's vector at inference)"
+        )
+    zeros = np.zeros(widths.pop(), dtype=np.float32)
+    rows = np.stack([vectors.get(p, zeros) for p in names])
+    return pd.DataFrame(rows, index=names, columns=[f"feature_{i}" for i in range(rows.shape[1])])
+
+
+def _feature_positions(features: pd.DataFrame, labels: np.ndarray, where: str) -> np.ndarray:
+    """Row position in `features` of each label (not the rows themselves: 5120-d ESM-2 vectors for 300,000
+    cells would take 6 GB); labels it lacks are an error that names them."""
+    position = features.index.astype(str).get_indexer(labels)
+    if (position < 0).any():
+        unknown = list(pd.unique(labels[position < 0]))
+        raise ValueError(
+            f"{len(unknown)} perturbations of {where} are not in features: {unknown[:5]}. The model cannot encode "
+            "them (arc-state encodes them as zeros in training, as the control at inference): build features "
+            "that include them "
+            "(gene features can; a one-hot of the training perturbations cannot), or leave those cells out"
+        )
+    return position
+
+
+# --- reading X a few rows at a time ------------------------------------------------------------------------
+def _log1p_matrix(adata: ad.AnnData, name: str) -> Any:
+    """adata's X, checked to be log1p: in memory through ensure_log1p (counts are normalized, with its warning),
+    backed on its first rows (backed counts are an error: normalize and write them first). Never made dense."""
+    if not adata.isbacked:
+        X = ensure_log1p(adata, name).X
+        return X.tocsr() if sp.issparse(X) and not sp.isspmatrix_csr(X) else X
+    X = adata.X
+    head = ad.AnnData(X=_gather(X, np.arange(min(adata.n_obs, _CHECKED_ROWS))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checked = ensure_log1p(head, name)
+    if checked is not head:
+        raise ValueError(
+            f"{name} is backed and its X looks like raw counts (integers): normalize it in memory "
+            "(vcell_lib.data.normalize_log1p) and write it, or load it with .to_memory()"
+        )
+    return X
+
+
+def _gather(X: Any, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+    """Dense float32 copy of X's `rows` (in that order, repeats allowed), from a CSR, dense or backed X.
+
+    Each distinct row is read once, in increasing order (what h5py needs), then the rows are put in order.
+    """
+    unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+    block = X[unique]
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)
+    if columns is not None:
+        block = block[:, columns]
+    return block.astype(np.float32, copy=False)[inverse]
+
+
+def _labels(adata: ad.AnnData, column: str) -> np.ndarray:
+    return adata.obs[column].astype(str).to_numpy()
+
+
+# --- training sets -------------------------------------------------------------------------------------------
+class STSets:
+    """Training batches of ST sets over an AnnData, redrawn every pass (an iterable for `train.fit`).
+
+    Taught in chapter 12. Cells are grouped by (cell type, perturbation), or by (batch, cell type,
+    perturbation) with `sets_by_batch`; control cells form groups too (control -> control), as in the
+    reference. Each pass shuffles every group, cuts it into sets of `set_size` cells, fills a short last set
+    by drawing its own cells again with replacement, pairs every cell of every set with a control cell of the
+    same cell type drawn at random (with `controls_by_batch`: of the same cell type and batch when that batch
+    has controls, else of the cell type: cell-load's `batch` mapping), shuffles the sets and yields them
+    `sets_per_batch` at a time. Only the rows of a batch are read from X.
+
+    Differences from cell-load, none of which changes what a set is: on one device, cell-load cuts the groups
+    once and keeps that order of sets for every epoch (only the pairing and the filling are redrawn); it fills
+    a short set by drawing all S cells with replacement from it (so some of its cells can be left out), here
+    the set keeps its cells and only the missing places are drawn.
+
+    Each batch is a dict of tensors: "basal" (sets, S, G) the control cells' log1p expression, "pert"
+    (sets, S, P) the perturbation's features (the same row for every cell of a set), "target" (sets, S, G)
+    the observed cells, "target_index" and "basal_index" (sets, S) their row positions in adata, and, when
+    `batch_col` is given, "batch" (sets, S) the observed cells' batch codes, positions in `self.batches`.
+    Each pass draws anew from the object's own generator (seeded once, as `SEBatches`): a `fit` resumed from a
+    checkpoint sees other draws than an uninterrupted one.
+
+    Attributes: `groups` (a table of the groups: their keys, `n_cells` and `n_sets`), `n_sets` (sets per pass),
+    `batches` (batch names in code order, with `batch_col`).
+
+    Parameters
+    ----------
+    adata
+        Cells in the book's standard form, X log1p-normalized (count-like X is normalized, with a warning):
+        CSR, dense, or backed (then it must already be log1p).
+    features
+        The table of `perturbation_features`; every perturbation of adata needs a row.
+    set_size
+        S, cells per set (the model's `cell_set_len`).
+    sets_per_batch
+        Sets per batch (arc-state trains on 16).
+    seed
+        Seed of the draws; each pass draws anew from it.
+    batch_col
+        Obs column of each cell's batch, for "batch" codes (a model with `n_batches >= len(self.batches)`),
+        and needed by `sets_by_batch` and `controls_by_batch`.
+    sets_by_batch
+        Sets also share a batch (cell-load's `use_batch`).
+    controls_by_batch
+        Controls come from the cell's batch when it has any (cell-load's `batch` mapping strategy).
+    pert_col, control, context_col
+        The perturbation column, the control label and the cell type column.
+    """
+
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        features: pd.DataFrame,
+        set_size: int,
+        sets_per_batch: int = 16,
+        *,
+        seed: int = 0,
+        batch_col: str | None = None,
+        sets_by_batch: bool = False,
+        controls_by_batch: bool = False,
+        pert_col: str = PERT,
+        control: str = CONTROL,
+        context_col: str = CELL_TYPE,
+    ) -> None:
+        for name, value in (("set_size", set_size), ("sets_per_batch", sets_per_batch)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if (sets_by_batch or controls_by_batch) and batch_col is None:
+            raise ValueError("sets_by_batch and controls_by_batch need batch_col=... naming the batch column")
+        batch_column = {"batch_col": batch_col} if batch_col else {}
+        _require_columns(adata, pert_col=pert_col, context_col=context_col, **batch_column)
+        self.X = _log1p_matrix(adata, "adata")
+        self.set_size, self.sets_per_batch = int(set_size), int(sets_per_batch)
+        self.rng = np.random.default_rng(seed)
+        perts, contexts = _labels(adata, pert_col), _labels(adata, context_col)
+        self.features = features.to_numpy(np.float32)  # (perturbations, P)
+        self.cell_feature = _feature_positions(features, perts, "adata")  # each cell's row of it
+        batch = _labels(adata, batch_col) if batch_col else None
+        self.batches: list[str] = sorted(set(batch)) if batch is not None else []
+        self.cell_batch = None if batch is None else pd.Index(self.batches).get_indexer(batch)
+
+        keys = {context_col: contexts, pert_col: perts} | ({batch_col: batch} if sets_by_batch else {})
+        table = pd.DataFrame(keys)
+        grouped = table.groupby(list(keys), sort=True).indices
+        self.group_cells: list[np.ndarray] = list(grouped.values())
+        self.groups = pd.DataFrame(list(grouped), columns=list(keys))
+        self.groups["n_cells"] = [len(cells) for cells in self.group_cells]
+        self.groups["n_sets"] = [math.ceil(n / self.set_size) for n in self.groups["n_cells"]]
+        self.n_sets = int(self.groups["n_sets"].sum())
+        self._pair_controls(contexts, perts == str(control), batch if controls_by_batch else None, context_col)
+
+    def _pair_controls(
+        self, contexts: np.ndarray, is_control: np.ndarray, batch: np.ndarray | None, context_col: str
+    ) -> None:
+        """Each cell's pool of controls, as (start, size) in one array of control rows: pools are drawn from
+        with one vectorized step per pass."""
+        pools: dict[tuple[str, ...], np.ndarray] = {}
+        frame = pd.DataFrame({"context": contexts[is_control]})
+        if batch is not None:
+            frame["batch"] = batch[is_control]
+        controls = np.flatnonzero(is_control)
+        for key, rows in frame.groupby(list(frame.columns), sort=True).indices.items():
+            pools[key if isinstance(key, tuple) else (key,)] = controls[rows]
+        if batch is not None:  # the fallback: every control of the cell type
+            for context, rows in frame.groupby("context", sort=True).indices.items():
+                pools[(context,)] = controls[rows]
+        lacking = sorted(set(contexts) - {key[0] for key in pools})
+        if lacking:
+            raise ValueError(
+                f"no control cells for {context_col} {lacking[:5]}: every cell is paired with a control of its "
+                "cell type; add control cells of those cell types, or leave their cells out"
+            )
+        names = list(pools)
+        self.pool_rows = np.concatenate([pools[k] for k in names])
+        sizes = np.array([len(pools[k]) for k in names])
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        position = {key: i for i, key in enumerate(names)}
+        if batch is None:
+            pool = np.array([position[(c,)] for c in contexts])
+        else:
+            pool = np.array([position.get((c, b), position[(c,)]) for c, b in zip(contexts, batch)])
+        self.cell_pool_start, self.cell_pool_size = starts[pool], sizes[pool]
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_sets / self.sets_per_batch)
+
+    def draw_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """One pass's sets: (target rows, control rows), each (n_sets, S), in the order they will be batched."""
+        rng, size = self.rng, self.set_size
+        sets = []
+        for cells in self.group_cells:
+            order = rng.permutation(cells)
+            for start in range(0, len(order), size):
+                chunk = order[start : start + size]
+                if len(chunk) < size:
+                    chunk = np.concatenate([chunk, rng.choice(chunk, size - len(chunk))])
+                sets.append(chunk)
+        targets = np.stack(sets)[rng.permutation(len(sets))]
+        offsets = rng.integers(0, self.cell_pool_size[targets])  # a control per place, of the cell's pool
+        return targets, self.pool_rows[self.cell_pool_start[targets] + offsets]
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        targets, basals = self.draw_sets()
+        for start in range(0, len(targets), self.sets_per_batch):
+            target, basal = targets[start : start + self.sets_per_batch], basals[start : start + self.sets_per_batch]
+            rows = _gather(self.X, np.concatenate([target.ravel(), basal.ravel()]))
+            rows = torch.from_numpy(rows).view(2, *target.shape, -1)
+            batch = {
+                "basal": rows[1],
+                "pert": torch.from_numpy(self.features[self.cell_feature[target]]),
+                "target": rows[0],
+                "target_index": torch.from_numpy(target),
+                "basal_index": torch.from_numpy(basal),
+            }
+            if self.cell_batch is not None:
+                batch["batch"] = torch.from_numpy(self.cell_batch[target])
+            yield batch
+
+
+def st_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
+    """ST's loss on one `STSets` batch, the `loss_fn` for `train.fit`. Taught in chapter 12.
+
+    The batch codes are given to a model that embeds batches (`n_batches > 0`) and left out otherwise.
+    """
+    codes = batch.get("batch") if model.config.n_batches else None
+    return model.loss(model(batch["basal"], batch["pert"], codes), batch["target"])
+
+
+# --- inference -----------------------------------------------------------------------------------------------
+def _batch_codes(
+    template: ad.AnnData, model: nn.Module, batch_col: str | None, batches: Sequence[str] | None
+) -> np.ndarray | None:
+    """The batch code of each template row, for a model with a batch embedding; None for one without."""
+    n_batches = model.config.n_batches
+    if not n_batches:
+        if batch_col is not None:
+            raise ValueError("batch_col is given but the model has no batch embedding (n_batches=0): leave it out")
+        return None
+    if batch_col is None or batches is None:
+        raise ValueError(
+            f"the model embeds batches (n_batches={n_batches}): pass batch_col=... (the template's batch column) "
+            "and batches=... (the batch names in the training order, e.g. STSets.batches)"
+        )
+    if len(batches) > n_batches:
+        raise ValueError(f"{len(batches)} batches for a model that embeds n_batches={n_batches}: pass its batches")
+    _require_columns(template, batch_col=batch_col)
+    labels = _labels(template, batch_col)
+    position = pd.Index([str(b) for b in batches]).get_indexer(labels)
+    if (position < 0).any():
+        unknown = list(pd.unique(labels[position < 0]))
+        raise ValueError(
+            f"batch labels {unknown[:5]} of the template are not among the {len(batches)} training batches "
+            f"(the model embeds {n_batches}; state tx infer would use batch 0): relabel them to a training batch"
+        )
+    return position
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    template: ad.AnnData,
+    controls: ad.AnnData,
+    features: pd.DataFrame,
+    *,
+    set_size: int | None = None,
+    seed: int = 0,
+    batch_col: str | None = None,
+    batches: Sequence[str] | None = None,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
+    progress: bool = True,
+) -> ad.AnnData:
+    """Fill a template with ST's predictions, as `state tx infer` does. Taught in chapter 12.
+
+    The template's rows are grouped by (cell type, perturbation); each group is cut, in obs order, into windows
+    of `set_size` cells, and each window is one set: control cells of that cell type drawn with replacement
+    from `controls`, the group's perturbation, and the model's output written to the window's rows. Every row is
+    predicted, controls included (a control row gets the model's "control" prediction). A set never mixes cell
+    types, so a template of several cell types gives each the predictions it would get alone (the draws
+    aside).
+
+    Parameters
+    ----------
+    model
+        A trained `StateTransition` (or any module with its `config` and `forward(basal, pert, batch)`).
+    template
+        The cells to predict: obs with `pert_col` (and `context_col`; without it, all rows are of the one cell
+        type of `controls`), var the genes, in any order that `controls` has them all in.
+    controls
+        Cells to draw controls from, log1p (count-like X is normalized, with a warning; backed X must be log1p):
+        its rows labelled `control` in `pert_col`, or every row if it has no such column.
+    features
+        The table of `perturbation_features` the model was trained with.
+    set_size
+        Cells per set (default: the model's `cell_set_len`).
+    seed
+        Seed of the control draws.
+    batch_col, batches
+        For a model with a batch embedding: the template's batch column and the training batch names in code
+        order (`STSets.batches`).
+    pert_col, control, context_col
+        The perturbation column, the control label and the cell type column.
+    progress
+        Show a progress bar over the groups.
+
+    Returns
+    -------
+    An AnnData with the template's obs and var and a dense float32 X of log1p predictions, clipped to
+    [0, PREDICTION_MAX] as the reference does (with a warning saying how many values were clipped).
+
+    Raises ValueError for a perturbation that `features` lacks, a cell type without controls and a batch label
+    outside `batches`, where `state tx infer` predicts the control (with a printed note), takes controls of any
+    cell type (silently), or uses batch 0 (with a printed warning).
+    """
+    config = model.config
+    size = config.cell_set_len if set_size is None else set_size
+    if int(size) != size or size < 1:
+        raise ValueError(f"set_size must be a positive integer, got {set_size!r}")
+    size = int(size)
+    _require_columns(template, pert_col=pert_col)
+    if features.shape[1] != config.pert_dim:
+        raise ValueError(f"features has {features.shape[1]} columns, the model reads pert_dim={config.pert_dim}")
+    perts = _labels(template, pert_col)
+    table, cell_feature = features.to_numpy(np.float32), _feature_positions(features, perts, "the template")
+    columns = controls.var_names.get_indexer(template.var_names)
+    if (columns < 0).any():
+        raise ValueError(
+            f"controls lack {int((columns < 0).sum())} genes of the template, e.g. "
+            f"{list(template.var_names[columns < 0][:5])}: give controls with every template gene"
+        )
+    if template.n_vars != config.n_genes:
+        raise ValueError(f"the template has {template.n_vars} genes, the model predicts n_genes={config.n_genes}")
+    codes = _batch_codes(template, model, batch_col, batches)
+    X = _log1p_matrix(controls, "controls")
+    if np.array_equal(columns, np.arange(controls.n_vars)):
+        columns = None
+
+    is_control = np.ones(controls.n_obs, dtype=bool)
+    if pert_col in controls.obs:
+        is_control = _labels(controls, pert_col) == str(control)
+    if not is_control.any():
+        raise ValueError(f"controls has no control cells ({pert_col} == {control!r})")
+    pool_labels = _labels(controls, context_col) if context_col in controls.obs else np.full(controls.n_obs, "")
+    pools = {c: np.flatnonzero(is_control & (pool_labels == c)) for c in pd.unique(pool_labels[is_control])}
+    if context_col in template.obs:
+        contexts = _labels(template, context_col)
+    elif len(pools) == 1:
+        contexts = np.full(template.n_obs, next(iter(pools)))
+    else:
+        raise ValueError(
+            f"the template has no column {context_col!r} (context_col) and the controls hold several "
+            f"cell types {sorted(pools)[:5]}: label the template's cells"
+        )
+    lacking = sorted(set(contexts) - set(pools))
+    if lacking:
+        raise ValueError(
+            f"controls has no control cells of {context_col} {lacking[:5]} (state tx infer would "
+            "take controls of any cell type): pass controls of every cell type of the template"
+        )
+
+    device = next(model.parameters()).device
+    out = np.empty((template.n_obs, template.n_vars), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    clipped = 0
+
+    def run(windows: list[np.ndarray], drawn: list[np.ndarray]) -> None:
+        basal = torch.from_numpy(_gather(X, np.concatenate(drawn), columns)).view(len(windows), len(windows[0]), -1)
+        rows = np.stack(windows)
+        batch = None if codes is None else torch.from_numpy(codes[rows]).to(device)
+        pert = torch.from_numpy(table[cell_feature[rows]])
+        pred = model(basal.to(device), pert.to(device), batch).float().cpu().numpy().reshape(rows.size, -1)
+        nonlocal clipped
+        clipped += int(np.count_nonzero((pred < 0) | (pred > PREDICTION_MAX)))
+        out[rows.ravel()] = np.clip(pred, 0.0, PREDICTION_MAX)
+
+    groups = pd.DataFrame({"context": contexts, "pert": perts}).groupby(["context", "pert"], sort=True).indices
+    training = model.training
+    model.eval()
+    try:
+        items = groups.items()
+        if progress:
+            from tqdm.auto import tqdm
+
+            items = tqdm(items, total=len(groups), desc="predicting", unit="group")
+        for (context, _), rows in items:
+            pool = pools[context]
+            windows, drawn = [], []
+            for start in range(0, len(rows), size):
+                window = rows[start : start + size]
+                if windows and (len(windows) == _SETS_PER_FORWARD or len(windows[0]) != len(window)):
+                    run(windows, drawn)
+                    windows, drawn = [], []
+                windows.append(window)
+                drawn.append(pool[rng.integers(0, len(pool), len(window))])
+            run(windows, drawn)
+    finally:
+        model.train(training)
+    if clipped:
+        warnings.warn(
+            f"{clipped} predicted values were outside [0, {PREDICTION_MAX}] and were clipped, as state tx infer does",
+            stacklevel=3,  # predict's caller, past torch.no_grad's wrapper
+        )
+    return ad.AnnData(X=out, obs=template.obs.copy(), var=template.var.copy())
