@@ -22,7 +22,7 @@
 # The State Embedding model (SE) turns such a vector into a short, dense one, a {term}`cell embedding`, that is meant to mean the same thing whichever lab, chip or cell line it came from {cite}`adduri2025`.
 # SE reads a cell as a {term}`sentence <cell sentence>` of its most expressed genes, each gene described by its protein (chapter 10), passes the sentence through a {term}`transformer`, and is trained to fill in genes it was not shown.
 # This chapter builds SE from its parts with the shapes printed at every step, trains a small one on the simulator and on the real THP-1 screen, and judges it against the plainest embedding there is, {term}`PCA` of log1p expression.
-# It ends by loading Arc's released weights into the book's model, which is the same network.
+# It ends with how to load Arc's released weights into the book's model, which is the same network, and embed your own cells with them.
 
 # %% [markdown]
 # ```{admonition} Objectives and prerequisites
@@ -90,6 +90,7 @@ from vcell_lib.train import TrainConfig, fit
 
 rng = set_seed(0)
 style()
+BIN_COLOURS = plt.cm.viridis(np.linspace(0, 1, 10))  # one colour per soft bin
 DEVICE = get_device()
 versions()
 
@@ -160,7 +161,7 @@ assert (np.diff(X_demo[0, sentence_genes[0, 1:]]) <= 0).all()  # ranked by expre
 #
 # Every gene of the vocabulary has a frozen vector: ESM-2 15B's 5,120 numbers in the published model, the simulator's 64 features here.
 # SE L2-normalizes the vector, projects it with `Linear -> LayerNorm -> SiLU` to the model width $d$, and multiplies by $\sqrt{d}$.
-# The normalization makes every gene the same length, so the projection sees directions only; the factor $\sqrt d$ gives the tokens a per-coordinate scale near one.
+# The normalization makes every gene the same length, so the projection sees directions only; the factor $\sqrt d$ then makes each token large (LayerNorm already gives its coordinates a scale near one), so at the start of training a token says mostly *which* gene and little about *how much*.
 # The {term}`CLS token` is a learnable vector of the same 5,120 (here 64) dimensions placed at position 0 and projected like a gene; the vocabulary index at that position is ignored.
 #
 # `se.StateEmbedding` holds the vocabulary as a frozen buffer and exposes each step; we build the model and push the sentences through its first layer.
@@ -192,15 +193,15 @@ print(
 # Two details from the code matter: the values are computed on log1p expression, not counts (each is $100\,x_g/\sum_{g'} x_{g'}$ with $x$ the log1p values), and the CLS slot carries a value too.
 # In the reference that value is, by an accident of indexing, the weight of whichever gene is the dataset's fourth column; the book gives the CLS slot a value of 0, and offers the reference's rule for models trained by Arc (`cls_value_gene=se.ARC_CLS_GENE`).
 #
-# Before training, the bins are a random smooth partition of the value axis:
+# Before training, the encoding barely depends on the value: every value gets nearly the same mixture of bins.
 
 # %%
-grid = torch.linspace(0, 2.0, 200)
+grid = torch.linspace(0, float(sentence_values.max()), 200)  # the values that occur
 with torch.no_grad():
     bin_weights = model.soft_bins(grid[None, :])[0]
 assert torch.allclose(bin_weights.sum(-1), torch.ones(len(grid)))
 fig, ax = plt.subplots(figsize=(7, 3))
-ax.stackplot(grid.numpy(), bin_weights.T.numpy(), alpha=0.85)
+ax.stackplot(grid.numpy(), bin_weights.T.numpy(), colors=BIN_COLOURS)
 ax.set(
     xlabel="expression value (100 x share of log1p)",
     ylabel="bin weight",
@@ -257,9 +258,10 @@ print(
 # For every cell SE draws query genes: some among its expressed genes, the same number among its zeros, and a set of genes shared by all cells of the batch (the published sizes are 512, 512 and 512).
 # The decoder predicts each query gene's log1p value from the query gene's token, the cell embedding, the cell's read depth and its dataset embedding.
 #
-# The public code builds a mask for the query genes but never passes it to the encoder, and the query genes are drawn independently of the sentence: a gene the model must predict can sit in its input with its value attached.
+# The public code (arc-state 0.11) allocates an input mask, never fills it, and passes no mask to the encoder (`src_key_padding_mask=None`); the query genes are drawn independently of the sentence, so a gene the model must predict can sit in its input with its value attached.
 # Here the masking is real: query genes are left out of the sentence, their values do not count in the others' weights, and the read depth comes from the visible genes only.
 # (The reference computes the read depth from the values being predicted.)
+# One consequence to know: in training each value is a share of the *visible* genes' total, which is smaller than the whole cell's, so values at embedding time, with nothing hidden, run a little lower than in training.
 
 # %%
 batch = se.training_batch(
@@ -290,7 +292,7 @@ for sentence, queries in zip(batch["sentence_genes"], batch["query_genes"]):
 # $$
 #
 # SE applies it with *one point per set*: the vector of a cell's predicted query values against the vector of its true ones, so the two within-set terms vanish and the loss is the Euclidean distance $\lVert \hat x_{i\cdot} - x_{i\cdot}\rVert$.
-# A second term does the same across cells for each shared gene, which asks the decoder to get the differences between cells right, not only each cell's level.
+# A second term groups the errors on the batch's shared genes by gene, across the batch's cells, one Euclidean distance per gene.
 # With dataset correction, the cross-entropy of the dataset classifier is added.
 
 # %%
@@ -312,6 +314,8 @@ with torch.no_grad():
 # `vcell_lib.train.fit` is the one training loop of the book (chapter 12 uses it for ST).
 # It takes a model, an iterable of batches and a function `loss_fn(model, batch)`, and handles what every training needs: the device (CUDA, then Apple's MPS, then the CPU), seeds, AdamW with a linear warm-up then a cosine decay (PyTorch's own schedulers), gradient clipping, bf16 autocast on GPUs, validation every few steps, early stopping, and checkpoints that a later call resumes from.
 # Started under `torchrun --nproc_per_node=N`, the same call trains on N processes ({term}`data parallelism`, PyTorch's DistributedDataParallel), each process reading its share of the batches; the test suite runs it with two CPU processes and checks that both replicas end with the same weights.
+#
+# In a script, for example with two GPUs: `torchrun --nproc_per_node=2 train_se.py`, where `train_se.py` builds the model and the batches and calls `fit` exactly as below.
 #
 # `se.SEBatches` draws fresh training batches (new query genes, new tie-breaks) every pass over the cells.
 # The held-out cells give the validation loss.
@@ -380,7 +384,7 @@ plot_history(history, "SE on simulated cells")
 #
 # - **{term}`kNN accuracy`**: fit a 10-nearest-neighbour classifier on the training cells' embeddings, predict a label for each held-out cell. High for the cell type and the perturbation is good; high for the batch means the batch effect survived.
 # - **{term}`silhouette`** on the held-out cells, grouped by a label: how tight and separate the groups are, from -1 to 1.
-# - the floor: always guessing the most frequent label.
+# - a floor: always guessing the most frequent label. A kNN classifier on an embedding that carries no signal does worse than this: it guesses labels in proportion to their frequencies and is right with probability $\sum_c p_c^2$, so values below this row mean *no signal*, not *negative signal*.
 
 # %%
 embed_train = se.embed_cells(model, train_cells, progress=False)
@@ -407,6 +411,9 @@ judged = se.compare_embeddings(
     test_cells.obs[LABELS],
 )
 print(judged.round(3).to_string())
+
+# %% tags=["remove-cell"]
+# Numbers for the text, and its claims checked.
 for column, name in [
     ("kNN cell_type", "knn_context"),
     ("kNN target_gene", "knn_pert"),
@@ -431,7 +438,7 @@ assert (
 
 # %% [markdown]
 # The table is the honest result of a model of {glue:text}`se_parameters:,` parameters trained for {glue:text}`se_train_seconds:.0f` seconds on a few thousand cells; we read it after two more measurements.
-# Pictures first: the held-out cells in a UMAP of each embedding, coloured by cell type and by batch.
+# Pictures first: the held-out cells in a {term}`UMAP` of each embedding, coloured by cell type and by batch.
 
 
 # %% tags=["hide-input"]
@@ -461,6 +468,8 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# PCA gives three clean clusters, one per cell type, with the batches mixed inside each (the batch shift is small and spread over many genes: invisible in two dimensions, yet a kNN classifier in 64 dimensions reads it). SE's embedding breaks into many small fragments that mix the cell types.
+#
 # **What the dataset token absorbs.**
 # The batch can be read from PCA with accuracy {glue:text}`sim_pca_knn_batch:.2f`, from SE's cell embedding with {glue:text}`sim_se_knn_batch:.2f` (the floor is about one half), and from the 10-dimensional dataset embedding with {glue:text}`sim_ds_knn_batch:.2f`.
 # A lower batch accuracy in the cell embedding than in PCA is what dataset correction is for, but it is only half of the evidence: an embedding that has learned little also carries little batch signal.
@@ -492,7 +501,7 @@ glue("sim_plain_knn_context", float(plain_scores["kNN cell_type"]), display=Fals
 
 # %% [markdown]
 # Without the token the cell embedding reads the batch with accuracy {glue:text}`sim_plain_knn_batch:.2f` (and the cell type with {glue:text}`sim_plain_knn_context:.2f`), against {glue:text}`sim_se_knn_batch:.2f` (and {glue:text}`sim_se_knn_context:.2f`) with it.
-# With one small model per setting and one seed, differences of a few points are within the noise of training; a claim of absorption needs larger gaps, or several seeds.
+# There is no sign of absorption here: the batch is read about equally well either way, and the model with the token reads the cell type worse; the token's classification task competes for a small model's capacity. With one model per setting and one seed, that is a description of these runs, not a law.
 
 # %% [markdown]
 # **Masked-gene prediction.**
@@ -590,6 +599,8 @@ for column, name in [
     ("kNN batch", "batch"),
 ]:
     glue(f"curve_knn_{name}", float(se_curve.loc[last, column]), display=False)
+glue("curve_knn_context_min", float(se_curve["kNN cell_type"].min()), display=False)
+glue("curve_knn_context_max", float(se_curve["kNN cell_type"].max()), display=False)
 glue("curve_masked", float(se_curve.loc[last, "masked MAE"]), display=False)
 print(curve.round(3).to_string(index=False))
 glue("curve_gene_mean", float(reference.loc["gene mean", "masked MAE"]), display=False)
@@ -604,7 +615,7 @@ assert se_curve["kNN cell_type"].max() < reference.loc["PCA of log1p", "kNN cell
 
 # %% [markdown]
 # Ten times more training buys a better decoder, not a better embedding.
-# After {glue:text}`curve_steps` steps ({glue:text}`curve_minutes:.0f` minutes) the masked-gene error is {glue:text}`curve_masked:.3f`, below the gene mean's {glue:text}`curve_gene_mean:.3f` and on the way to the {glue:text}`curve_type_mean:.3f` of a predictor told each cell's type, while the cell type is read from the embedding with accuracy {glue:text}`curve_knn_context:.2f`, about where it was after a few hundred steps and well below PCA.
+# After {glue:text}`curve_steps` steps ({glue:text}`curve_minutes:.0f` minutes) the masked-gene error is {glue:text}`curve_masked:.3f`, below the gene mean's {glue:text}`curve_gene_mean:.3f` and on the way to the {glue:text}`curve_type_mean:.3f` of a predictor told each cell's type, while the cell type is read from the embedding with accuracy {glue:text}`curve_knn_context:.2f`, after fluctuating between {glue:text}`curve_knn_context_min:.2f` and {glue:text}`curve_knn_context_max:.2f` with no trend, well below PCA.
 # The objective rewards predicting each hidden gene well, and most of that can be done from the gene itself and the cell's depth; separating cell types is a side effect that a small model, on three cell types that differ in a few genes, has little reason to pursue.
 
 # %% [markdown]
@@ -729,6 +740,9 @@ real_masked = pd.Series(
     name="MAE on hidden genes (log1p)",
 )
 print(real_masked.round(4).to_string())
+
+# %% tags=["remove-cell"]
+# Numbers for the text, and its claims checked.
 for column, name in [("kNN target_gene", "knn_pert"), ("kNN batch", "knn_batch")]:
     glue(
         f"real_pca_{name}",
@@ -769,7 +783,7 @@ if not FAST:  # what the next paragraph says (fast mode trains for a few steps o
 # On the THP-1 cells both embeddings find the knocked-out gene hard to read: the most frequent label (the non-targeting controls) is right for {glue:text}`real_floor_pert:.2f` of the held-out cells, PCA's neighbours for {glue:text}`real_pca_knn_pert:.2f` and SE's for {glue:text}`real_se_knn_pert:.2f`.
 # Most of these 25 knockouts change few of the 299 measured genes, and a single cell's counts are noisy: chapter 4 found most of their signal only in pseudobulks.
 # The replicate is read from PCA with accuracy {glue:text}`real_pca_knn_batch:.2f`, from SE's cell embedding with {glue:text}`real_se_knn_batch:.2f` and from its dataset embedding with {glue:text}`real_ds_knn_batch:.2f`, against a floor of {glue:text}`real_floor_batch:.2f`: SE's cell embedding carries less replicate signal than PCA, and, as on the simulated cells, that alone does not prove that the dataset token absorbed it.
-# The decoder predicts hidden genes with a mean absolute error of {glue:text}`real_masked_se:.3f`, against {glue:text}`real_masked_mean:.3f` for each gene's mean: after a minute of training, and with a vocabulary from a random protein model, it has not yet learned the genes' levels.
+# The decoder predicts hidden genes with a mean absolute error of {glue:text}`real_masked_se:.3f`, against {glue:text}`real_masked_mean:.3f` for each gene's mean: after a short training, and with the {glue:text}`real_without_protein` genes without a protein sharing one zero token (the decoder must give them all the same prediction, whatever their level), it has not learned even the genes' levels.
 
 # %% [markdown]
 # ## Loading Arc's weights
@@ -785,6 +799,8 @@ if not FAST:  # what the next paragraph says (fast mode trains for a few steps o
 # - the checkpoint is a pickled Lightning file whose configuration is an OmegaConf object, so it needs `omegaconf` and `weights_only=False`: load only files you trust;
 # - the protein embeddings (`protein_embeddings.pt`, 19,790 genes x 5,120) are passed separately, and your data's genes must be among them (subset your AnnData to `model.genes`);
 # - Arc's training gave the CLS slot the weight of the dataset's fourth gene, so pass `cls_value_gene=se.ARC_CLS_GENE` to reproduce its inputs.
+#
+# A caveat for this screen: SE-600M was trained on whole transcriptomes, and a panel of 299 genes gives it sentences made mostly of padding, with each gene's share of the total several times larger than in training. Its embeddings of such data are out of the distribution it knows; use it on full transcriptomes.
 
 # %%
 SE_600M = Path(
@@ -796,9 +812,11 @@ if checkpoints:
     arc_model = se.load_arc_checkpoint(
         checkpoints[-1], gene_embeddings=protein_vectors
     ).to(DEVICE)
-    known = [g for g in papalexi.var_names if g in arc_model.gene_position]
+    current = papalexi[:512].copy()
+    current.var_names = [symbol[g] for g in current.var_names]  # today's HGNC symbols
+    known = [g for g in current.var_names if g in arc_model.gene_position]
     X_state = se.embed_cells(
-        arc_model, papalexi[:512, known].copy(), cls_value_gene=se.ARC_CLS_GENE
+        arc_model, current[:, known].copy(), cls_value_gene=se.ARC_CLS_GENE
     )
     print(
         f"SE-600M: {len(known)} of {papalexi.n_vars} genes known; embedding {X_state.shape}"
@@ -811,12 +829,12 @@ else:
 # %% [markdown]
 # ## What a small SE can and cannot show
 #
-# A model of {glue:text}`se_parameters:,` parameters, trained for {glue:text}`se_train_seconds:.0f` seconds on a few thousand cells, shows the machinery working: the loss falls on held-out cells, the embedding separates cell types far better than chance, and the code is the published model's code.
+# A model of {glue:text}`se_parameters:,` parameters, trained for {glue:text}`se_train_seconds:.0f` seconds on a few thousand cells, shows the machinery working: the loss falls on held-out cells, a kNN classifier reads the cell type from the embedding far better than chance, and the architecture is the published model's.
 # It does not show that SE beats PCA, and on these data it does not: on simulated cells PCA reads the cell type from held-out cells with accuracy {glue:text}`sim_pca_knn_context:.2f` against SE's {glue:text}`sim_se_knn_context:.2f`, and the perturbation with {glue:text}`sim_pca_knn_pert:.2f` against {glue:text}`sim_se_knn_pert:.2f`.
 # Within one small dataset, PCA has every advantage: it sees all genes, it is fit to exactly these cells, and the simulator's cell types differ along a few strong directions that PCA finds at once.
 # Its weakness, that it does not transfer, cannot show inside a single dataset.
 #
-# What the 600M-parameter model adds is scale in every direction at once: 2,048-token sentences, a width of 2,048, protein vectors from ESM-2 15B that carry learned biology (ours are random offline), and pre-training on a large atlas of many cell types and experiments {cite}`adduri2025`.
+# What the 600M-parameter model adds is scale in every direction at once: 2,048-token sentences, 2,048-dimensional cell embeddings, protein vectors from ESM-2 15B that carry learned biology (ours are random offline), and pre-training on a large atlas of many cell types and experiments {cite}`adduri2025`.
 # Its value is claimed where PCA has nothing to offer, across datasets: embeddings of cells from a new experiment that land next to their biological relatives.
 # Testing that claim needs many datasets and the released weights; the cell above is where to start.
 # Independent evaluations of other single-cell foundation models used without fine-tuning (scGPT, Geneformer) found their cell embeddings often outperformed by simpler representations, such as highly variable genes, at separating cell types and removing batch effects {cite}`kedzierska2025`; chapter 15 returns to that evidence.
@@ -839,7 +857,8 @@ else:
 
 # %% tags=["hide-cell"]
 # Solution. Nothing in the network depends on the sentence length (no positions), so the weights load as they are.
-# Fewer tokens mean less information about the cell, and a distribution of inputs the model did not train on.
+# Fewer tokens mean less information about the cell but also inputs unlike those of training; the accuracies move by a
+# few points, in either direction, which at this size is within the noise of a single run.
 short = se.StateEmbedding(
     dataclasses.replace(config, sentence_length=32), model.genes, gene_vectors
 )
@@ -883,13 +902,14 @@ print(f"dataset classifier accuracy on held-out cells: {correct / total:.3f}")
 # How many bins does it use, and where are the boundaries between them?
 
 # %% tags=["hide-cell"]
-# Solution. Training moves the boundaries to where the values are: most values are small, and the bins
-# that matter crowd there; bins that are never the largest weight anywhere are unused.
+# Solution. Print which bins ever carry the largest weight. A small, briefly trained SE often lets one bin win
+# over the whole range of values: its expression encoding then varies smoothly within that bin's mixture rather
+# than switching bins, and most bins go unused.
 grid = torch.linspace(0, float(sentence_values.max()), 200)
 with torch.no_grad():
     trained_bins = model.soft_bins(grid[None, :])[0]
 fig, ax = plt.subplots(figsize=(7, 3))
-ax.stackplot(grid.numpy(), trained_bins.T.numpy(), alpha=0.85)
+ax.stackplot(grid.numpy(), trained_bins.T.numpy(), colors=BIN_COLOURS)
 ax.set(xlabel="expression value", ylabel="bin weight", title="Soft bins after training")
 plt.show()
 print("bins that win somewhere:", sorted(set(trained_bins.argmax(-1).tolist())))
