@@ -350,6 +350,10 @@ def training_batch(
     plus `n_shared_queries` genes shared by the batch, are the genes to predict; all are hidden from the cell's
     sentence. `vocabulary` maps each column of X to the model's gene index. The read depth is the mean of the
     visible non-zero values. Returns the tensors `StateEmbedding.loss` reads.
+
+    Two small departures from the reference: "unexpressed" means a zero here (the reference takes log1p < 1,
+    which includes genes with one count), and the shared genes are distinct genes of X (the reference draws them
+    from its whole vocabulary, with replacement, and scores genes absent from the dataset as zeros).
     """
     X = np.asarray(X, dtype=np.float32)
     n_cells, n_genes = X.shape
