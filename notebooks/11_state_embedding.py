@@ -616,7 +616,7 @@ assert se_curve["kNN cell_type"].max() < reference.loc["PCA of log1p", "kNN cell
 # %% [markdown]
 # Ten times more training buys a better decoder, not a better embedding.
 # After {glue:text}`curve_steps` steps ({glue:text}`curve_minutes:.0f` minutes) the masked-gene error is {glue:text}`curve_masked:.3f`, below the gene mean's {glue:text}`curve_gene_mean:.3f` and on the way to the {glue:text}`curve_type_mean:.3f` of a predictor told each cell's type, while the cell type is read from the embedding with accuracy {glue:text}`curve_knn_context:.2f`, after fluctuating between {glue:text}`curve_knn_context_min:.2f` and {glue:text}`curve_knn_context_max:.2f` with no trend, well below PCA.
-# The objective rewards predicting each hidden gene well, and most of that can be done from the gene itself and the cell's depth; separating cell types is a side effect that a small model, on three cell types that differ in a few genes, has little reason to pursue.
+# The objective rewards predicting each hidden gene well, and most of that can be done from the gene itself and the cell's depth; separating cell types is a side effect that a small model has little reason to pursue.
 
 # %% [markdown]
 # ## The same on real cells
