@@ -143,6 +143,7 @@ def child(args: argparse.Namespace) -> None:
         "step_seconds": steps.tolist(),
         "load_seconds": sets.seconds[: len(steps)],
         "seconds_per_step": float(timed.mean()),
+        "median_step": float(np.median(timed)),
         "load_per_step": float(loads.mean()),
         "sets_seconds": sets_seconds,
         "cpu_per_step": cpu / len(steps),
@@ -166,7 +167,7 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.12, help="fraction of non-zero values")
     parser.add_argument("--set-size", type=int, default=128, help="S, cells per set (state_sm: 128)")
     parser.add_argument("--sets-per-batch", type=int, default=4, help="sets per batch (arc-state trains on 16)")
-    parser.add_argument("--steps", type=int, default=6, help="optimizer updates per configuration, warm-up included")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer updates per configuration, warm-up included")
     parser.add_argument("--warmup", type=int, default=2, help="first updates left out of the timing")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--backed", action="store_true", help="read the h5ad backed (rows streamed from disk)")
@@ -200,7 +201,10 @@ def main() -> None:
             path = f"{folder}/data_{genes}.h5ad"
             adata.write_h5ad(path)
             mib = (adata.X.data.nbytes + adata.X.indices.nbytes) / 2**20
-            print(f"  G={genes:,}: data built and written in {time.perf_counter() - start:.0f} s ({mib:.0f} MiB CSR)")
+            print(
+                f"  G={genes:,}: data built and written in {time.perf_counter() - start:.0f} s ({mib:.0f} MiB CSR, "
+                f"{os.path.getsize(path) / 2**20:.0f} MiB h5ad)"
+            )
             del adata
             out = f"{folder}/result_{genes}.json"
             cmd = [sys.executable, __file__, "--child", "--file", path, "--out", out, "--device", args.device]
@@ -217,17 +221,17 @@ def main() -> None:
     first = runs[0]
     print(f"device {first['device']}, torch threads {first['threads']}")
     header = (
-        f"{'genes':>7} {'params':>8} {'sets x S':>9} {'steps':>7} {'s/step':>7} {'cells/s':>8} {'batch %':>7} "
-        f"{'RSS before':>10} {'peak RSS':>9} {'CUDA peak':>9}"
+        f"{'genes':>7} {'params':>8} {'sets x S':>9} {'steps':>7} {'s/step':>7} {'median':>7} "
+        f"{'cells/s':>8} {'batch %':>7} {'RSS before':>10} {'peak RSS':>9} {'CUDA peak':>9}"
     )
     print(header)
     for run in runs:
-        cells = run["sets_per_batch"] * run["set_size"]
+        cells, seconds = run["sets_per_batch"] * run["set_size"], run["seconds_per_step"]
         cuda = "-" if run["cuda_peak"] is None else f"{run['cuda_peak'] / 1024:.2f} GiB"
         print(
             f"{run['genes']:>7,} {run['params'] / 1e6:>7.1f}M {run['sets_per_batch']:>3} x {run['set_size']:<3} "
-            f"{run['timed']:>3} + {run['steps'] - run['timed']:<1} {run['seconds_per_step']:>7.2f} "
-            f"{cells / run['seconds_per_step']:>8.0f} {100 * run['load_per_step'] / run['seconds_per_step']:>6.1f}% "
+            f"{run['timed']:>3} + {run['steps'] - run['timed']:<1} {seconds:>7.2f} {run['median_step']:>7.2f} "
+            f"{cells / seconds:>8.0f} {100 * run['load_per_step'] / seconds:>6.1f}% "
             f"{run['rss_before'] / 1024:>6.2f} GiB {run['peak_rss'] / 1024:>5.2f} GiB {cuda:>9}"
         )
     for run in runs:
