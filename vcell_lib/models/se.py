@@ -23,12 +23,11 @@ from typing import NamedTuple
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.normalize import ensure_log1p
+from ._matrix import gather_rows, log1p_matrix
 from .layers import EncoderBlock, SkipBlock
 from .losses import energy_distance
 
@@ -387,17 +386,6 @@ def training_batch(
     return batch
 
 
-def _dense_log1p(adata: ad.AnnData) -> sp.csr_matrix | np.ndarray:
-    """X of a log1p AnnData (count-like X is normalized first, with ensure_log1p's warning)."""
-    adata = ensure_log1p(adata)
-    return adata.X.tocsr() if sp.issparse(adata.X) else np.asarray(adata.X, dtype=np.float32)
-
-
-def _rows(X: sp.csr_matrix | np.ndarray, index: np.ndarray) -> np.ndarray:
-    block = X[index]
-    return (block.toarray() if sp.issparse(block) else block).astype(np.float32)
-
-
 def _vocabulary(model: StateEmbedding, adata: ad.AnnData) -> np.ndarray:
     """The model's index for each gene of adata; genes it does not know are an error that names them."""
     positions = model.vocabulary_positions(list(adata.var_names))
@@ -426,7 +414,7 @@ class SEBatches:
         dataset_col: str | None = None,
         seed: int = 0,
     ) -> None:
-        self.X = _dense_log1p(adata)
+        self.X = log1p_matrix(adata, "adata")
         self.vocabulary = _vocabulary(model, adata)
         self.config = model.config
         self.batch_size = batch_size
@@ -450,7 +438,7 @@ class SEBatches:
         for start in range(0, len(order), self.batch_size):
             index = np.sort(order[start : start + self.batch_size])
             dataset = None if self.dataset is None else self.dataset[index]
-            yield training_batch(_rows(self.X, index), self.vocabulary, self.config, self.rng, dataset=dataset)
+            yield training_batch(gather_rows(self.X, index), self.vocabulary, self.config, self.rng, dataset=dataset)
 
 
 # --- using a trained model ------------------------------------------------------------------------------------
@@ -472,7 +460,7 @@ def embed_cells(
     """
     from tqdm.auto import tqdm
 
-    X = _dense_log1p(adata)
+    X = log1p_matrix(adata, "adata")
     vocabulary = _vocabulary(model, adata)
     rng = np.random.default_rng(seed)
     device = next(model.parameters()).device
@@ -480,7 +468,7 @@ def embed_cells(
     model.eval()
     out = []
     for start in tqdm(range(0, X.shape[0], batch_size), desc="embedding cells", disable=not progress):
-        rows = _rows(X, np.arange(start, min(start + batch_size, X.shape[0])))
+        rows = gather_rows(X, np.arange(start, min(start + batch_size, X.shape[0])))
         genes, values = cell_sentences(rows, model.config.sentence_length, rng, cls_value_gene=cls_value_gene)
         out.append(model(torch.from_numpy(vocabulary[genes]).to(device), torch.from_numpy(values).to(device)).cpu())
     model.train(was_training)

@@ -25,18 +25,16 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
 from ..data.loading import CELL_TYPE, CONTROL, PERT, _require_columns
-from ..data.normalize import ensure_log1p
+from ._matrix import gather_rows, log1p_matrix
 
 __all__ = ["PREDICTION_MAX", "STSets", "perturbation_features", "predict", "st_loss"]
 
 PREDICTION_MAX = 14.0  # predictions are clipped to [0, 14], as `state tx infer` does (cell-eval rejects max >= 15)
 _SETS_PER_FORWARD = 32  # predict: full windows of one group go through the model this many at a time
-_CHECKED_ROWS = 2000  # a backed X is checked to be log1p on its first rows
 
 
 # --- perturbation features -----------------------------------------------------------------------------------
@@ -117,39 +115,6 @@ def _feature_positions(features: pd.DataFrame, labels: np.ndarray, where: str) -
     return position
 
 
-# --- reading X a few rows at a time ------------------------------------------------------------------------
-def _log1p_matrix(adata: ad.AnnData, name: str) -> Any:
-    """adata's X, checked to be log1p: in memory through ensure_log1p (counts are normalized, with its warning),
-    backed on its first rows (backed counts are an error: normalize and write them first). Never made dense."""
-    if not adata.isbacked:
-        X = ensure_log1p(adata, name).X
-        return X.tocsr() if sp.issparse(X) and not sp.isspmatrix_csr(X) else X
-    X = adata.X
-    head = ad.AnnData(X=_gather(X, np.arange(min(adata.n_obs, _CHECKED_ROWS))))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        checked = ensure_log1p(head, name)
-    if checked is not head:
-        raise ValueError(
-            f"{name} is backed and its X looks like raw counts (integers): normalize it in memory "
-            "(vcell_lib.data.normalize_log1p) and write it, or load it with .to_memory()"
-        )
-    return X
-
-
-def _gather(X: Any, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
-    """Dense float32 copy of X's `rows` (in that order, repeats allowed), from a CSR, dense or backed X.
-
-    Each distinct row is read once, in increasing order (what h5py needs), then the rows are put in order.
-    """
-    unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-    block = X[unique]
-    block = block.toarray() if sp.issparse(block) else np.asarray(block)
-    if columns is not None:
-        block = block[:, columns]
-    return block.astype(np.float32, copy=False)[inverse]
-
-
 def _labels(adata: ad.AnnData, column: str) -> np.ndarray:
     return adata.obs[column].astype(str).to_numpy()
 
@@ -227,7 +192,7 @@ class STSets:
             raise ValueError("sets_by_batch and controls_by_batch need batch_col=... naming the batch column")
         batch_column = {"batch_col": batch_col} if batch_col else {}
         _require_columns(adata, pert_col=pert_col, context_col=context_col, **batch_column)
-        self.X = _log1p_matrix(adata, "adata")
+        self.X = log1p_matrix(adata, "adata")
         self.set_size, self.sets_per_batch = int(set_size), int(sets_per_batch)
         self.rng = np.random.default_rng(seed)
         perts, contexts = _labels(adata, pert_col), _labels(adata, context_col)
@@ -301,7 +266,7 @@ class STSets:
         targets, basals = self.draw_sets()
         for start in range(0, len(targets), self.sets_per_batch):
             target, basal = targets[start : start + self.sets_per_batch], basals[start : start + self.sets_per_batch]
-            rows = _gather(self.X, np.concatenate([target.ravel(), basal.ravel()]))
+            rows = gather_rows(self.X, np.concatenate([target.ravel(), basal.ravel()]))
             rows = torch.from_numpy(rows).view(2, *target.shape, -1)
             batch = {
                 "basal": rows[1],
@@ -430,7 +395,7 @@ def predict(
     if template.n_vars != config.n_genes:
         raise ValueError(f"the template has {template.n_vars} genes, the model predicts n_genes={config.n_genes}")
     codes = _batch_codes(template, model, batch_col, batches)
-    X = _log1p_matrix(controls, "controls")
+    X = log1p_matrix(controls, "controls")
     if np.array_equal(columns, np.arange(controls.n_vars)):
         columns = None
 
@@ -463,7 +428,7 @@ def predict(
     clipped = 0
 
     def run(windows: list[np.ndarray], drawn: list[np.ndarray]) -> None:
-        basal = torch.from_numpy(_gather(X, np.concatenate(drawn), columns)).view(len(windows), len(windows[0]), -1)
+        basal = torch.from_numpy(gather_rows(X, np.concatenate(drawn), columns)).view(len(windows), len(windows[0]), -1)
         rows = np.stack(windows)
         batch = None if codes is None else torch.from_numpy(codes[rows]).to(device)
         pert = torch.from_numpy(table[cell_feature[rows]])
