@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from vcell_lib.baselines import (
+    baseline_predictions,
     cell_mean_baseline,
     control_mean_baseline,
     linear_baseline,
@@ -99,6 +100,32 @@ def test_linear_baseline_recovers_a_planted_linear_model():
     assert min(corr) > 0.99
     mean_only = truth.mean(0)  # what the mean-effect baseline would say for every held-out gene
     assert np.abs(predicted - truth).mean() < 0.1 * np.abs(mean_only - truth).mean()
+
+
+def test_linear_baseline_on_perturbation_features_recovers_a_linear_map():
+    """With features f_q, the model is ybar + Gamma W f_q: a planted linear map from features to effects is found."""
+    rng = np.random.default_rng(3)
+    n_genes, k, width = 50, 3, 4
+    genes = [f"g{i}" for i in range(n_genes)]
+    loadings = np.linalg.qr(rng.normal(size=(n_genes, k)))[0]  # the effects live in a k-dimensional space
+    weights = rng.normal(0, 1.0, (k, width))
+    perts = [f"X{i}" for i in range(30)]  # silenced genes that are not measured: only features describe them
+    features = pd.DataFrame(rng.normal(size=(30, width)), index=perts)
+    features.iloc[:24] -= features.iloc[:24].mean()  # centred training features: the model class fits exactly
+    effect = {p: loadings @ weights @ features.loc[p].to_numpy() for p in perts}
+    base = np.full(n_genes, 3.0)
+    train = cells_from_profiles({CONTROL: base} | {p: base + effect[p] for p in perts[:24]}, 4, genes)
+    held_out = perts[24:]
+    pred = linear_baseline(train, {p: 1 for p in held_out}, n_components=k, ridge=1e-8, features=features)
+    predicted = pred[pred.obs["target_gene"] != CONTROL].X - base
+    truth = np.stack([effect[p] for p in held_out])
+    np.testing.assert_allclose(predicted, truth, atol=1e-3)
+    with pytest.raises(ValueError, match="whose gene is measured"):  # without features nothing describes them
+        linear_baseline(train, {p: 1 for p in held_out}, n_components=k)
+    with pytest.raises(ValueError, match="no row for 1 perturbations"):
+        linear_baseline(train, {"X99": 1}, features=features)
+    with pytest.raises(ValueError, match="at least two training perturbations"):
+        linear_baseline(train, {"X25": 1}, features=features.loc[["X0", "X25"]])
 
 
 def test_baseline_input_errors():
@@ -207,3 +234,31 @@ def test_prediction_from_profiles_and_with_controls():
         with_controls(train, train[:, ::-1].copy())
     with pytest.raises(ValueError, match="controls has no control cells"):
         with_controls(train, train[train.obs["target_gene"] != CONTROL].copy())
+
+
+def test_baseline_predictions_cover_every_cell_type_of_the_test_cells():
+    from vcell_lib.data import normalize_log1p
+    from vcell_lib.simulate import SimulationParams, simulate_perturbseq
+
+    params = SimulationParams(n_genes=100, n_perturbations=6, cells_per_perturbation=10, n_control_cells=20)
+    norm = normalize_log1p(simulate_perturbseq(params, seed=0))
+    test_perts = sorted(set(norm.obs["target_gene"]) - {CONTROL})[:2]
+    is_test = norm.obs["target_gene"].isin(test_perts).to_numpy()
+    is_control = (norm.obs["target_gene"] == CONTROL).to_numpy()
+    train, real = norm[~is_test].copy(), norm[is_test | is_control].copy()
+    predictions = baseline_predictions(train, real)
+    assert list(predictions) == ["control mean", "cell mean", "perturbation mean", "linear"]
+    for name, pred in predictions.items():
+        for context in ("context_A", "context_B"):
+            part = pred[pred.obs["cell_type"] == context]
+            real_c = real[real.obs["cell_type"] == context]
+            assert (
+                part.obs["target_gene"].value_counts().to_dict() == real_c.obs["target_gene"].value_counts().to_dict()
+            )
+            counts = real_c.obs["target_gene"].value_counts().drop(CONTROL)
+            train_c = train[train.obs["cell_type"] == context].copy()
+            alone = {"cell mean": cell_mean_baseline, "control mean": control_mean_baseline}.get(name)
+            if alone is not None:  # the same as the baseline built for that cell type alone
+                np.testing.assert_allclose(part.X, alone(train_c, counts.sort_index(), controls=real_c).X, atol=1e-6)
+    with pytest.raises(ValueError, match="obs columns \\['cell_type'\\]"):
+        baseline_predictions(train, real.copy().__class__(X=real.X, obs=real.obs[["target_gene"]], var=real.var))

@@ -159,11 +159,13 @@ def test_llama_encoder_is_arcs_bidirectional_llama(arc):
     assert largest < 1e-5
 
 
-OPTIONS = list(itertools.product(["all", "gene"], [False, True], [0, 3]))  # output space, basal MLP, batches
+# output space, basal MLP, batches, residual
+OPTIONS = [(*options, True) for options in itertools.product(["all", "gene"], [False, True], [0, 3])]
+OPTIONS += [("all", False, 0, False), ("gene", True, 3, False)]
 
 
-@pytest.mark.parametrize(("output_space", "basal_mlp", "n_batches"), OPTIONS)
-def test_st_matches_arc_state(arc, tmp_path, output_space, basal_mlp, n_batches):
+@pytest.mark.parametrize(("output_space", "basal_mlp", "n_batches", "residual"), OPTIONS)
+def test_st_matches_arc_state(arc, tmp_path, output_space, basal_mlp, n_batches, residual):
     """A checkpoint of arc-state's StateTransitionPerturbationModel, loaded into the book's ST, predicts the same."""
     model_class, _ = arc
     torch.manual_seed(0)
@@ -173,7 +175,7 @@ def test_st_matches_arc_state(arc, tmp_path, output_space, basal_mlp, n_batches)
             input_dim=N_GENES, hidden_dim=32, output_dim=N_GENES, pert_dim=PERT_DIM, gene_dim=N_GENES,
             batch_dim=n_batches or None, batch_encoder=bool(n_batches), embed_key=None, output_space=output_space,
             cell_set_len=CELLS, n_encoder_layers=4, n_decoder_layers=4, use_basal_projection=basal_mlp,
-            gene_decoder_bool=False, loss="energy", distributional_loss="energy", predict_residual=True,
+            gene_decoder_bool=False, loss="energy", distributional_loss="energy", predict_residual=residual,
             transformer_backbone_key="llama", transformer_backbone_kwargs=llama_kwargs(),
         )  # fmt: skip
     randomize(theirs)
@@ -184,7 +186,7 @@ def test_st_matches_arc_state(arc, tmp_path, output_space, basal_mlp, n_batches)
     c = ours.config
     assert (c.n_genes, c.hidden_dim, c.n_layers, c.n_heads, c.ffn_dim) == (N_GENES, 32, 2, 4, 64)
     assert (c.output_space, c.basal_mlp, c.n_batches, c.cell_set_len) == (output_space, basal_mlp, n_batches, CELLS)
-    assert not ours.training
+    assert c.residual == residual and not ours.training
 
     basal, pert, batch = inputs(n_batches=n_batches)
     arc_batch = {"ctrl_cell_emb": basal.reshape(-1, N_GENES), "pert_emb": pert.reshape(-1, PERT_DIM)}
@@ -196,7 +198,8 @@ def test_st_matches_arc_state(arc, tmp_path, output_space, basal_mlp, n_batches)
         predicted = ours(basal, pert, batch)
     assert (expected > 0).float().mean() > 0.2  # not all clipped to zero by the ReLU: the comparison means something
     largest = (predicted - expected).abs().max().item()
-    print(f"largest difference from arc-state ({output_space}, basal MLP {basal_mlp}, {n_batches} batches): "
+    print(f"largest difference from arc-state ({output_space}, basal MLP {basal_mlp}, {n_batches} batches, "
+          f"residual {residual}): "
           f"{largest:.2e}")  # fmt: skip
     assert largest < 1e-5
 
@@ -213,7 +216,6 @@ def test_unsupported_checkpoints_are_refused(arc, tmp_path):
     changes = {
         "transformer_backbone_key='GPT2'": {"transformer_backbone_key": "GPT2"},
         "confidence_token=True": {"confidence_token": True},
-        "predict_residual=False": {"predict_residual": False},
         "lora.enable=True": {"lora": {"enable": True}},
         "causal Llama": {"transformer_backbone_kwargs": {**llama_kwargs(), "bidirectional_attention": False}},
         "grouped-query attention": {"transformer_backbone_kwargs": {**llama_kwargs(), "num_key_value_heads": 2}},

@@ -23,6 +23,7 @@ import pandas as pd
 from vcell_lib.data import CELL_TYPE, CONTROL, PERT, ensure_log1p, perturbation_effects, profile_table
 
 __all__ = [
+    "baseline_predictions",
     "cell_mean_baseline",
     "control_mean_baseline",
     "linear_baseline",
@@ -255,6 +256,7 @@ def linear_baseline(
     *,
     n_components: int = 10,
     ridge: float = 0.1,
+    features: pd.DataFrame | None = None,
     controls: ad.AnnData | None = None,
     pert_col: str = PERT,
     control: str = CONTROL,
@@ -268,6 +270,11 @@ def linear_baseline(
     perturbation q whose gene is measured gets ybar + Gamma W Gamma[q]; one whose gene is not measured gets
     the mean effect ybar. Effects are measured within each cell type and added to the control profile of
     `controls`, as in `perturbation_mean_baseline`. Taught in ch. 08.
+
+    `features` (a table perturbation -> vector, such as `models.st_data.perturbation_features` builds, e.g.
+    gene features) replaces Pi: W (d x features) is fit by the same ridge regression from the training
+    perturbations' feature rows, and q gets ybar + Gamma W features[q]. The linear model then reads what a
+    neural model such as ST reads (chapter 12); every perturbation to predict needs a row.
     """
     if int(n_components) != n_components or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
@@ -276,22 +283,81 @@ def linear_baseline(
     t = _Training.check(train, counts, controls, pert_col, control)
     effects = t.effects(context_col)
     genes = t.profiles.columns
-    measured = [p for p in effects.index if p in genes]
-    if len(measured) < 2:
-        raise ValueError("linear_baseline needs at least two training perturbations whose gene is measured")
+    if features is None:
+        measured = [p for p in effects.index if p in genes]
+        if len(measured) < 2:
+            raise ValueError("linear_baseline needs at least two training perturbations whose gene is measured")
+    else:
+        names = features.index.astype(str)
+        lacking = [p for p in t.counts.index if p not in names]
+        if lacking:
+            raise ValueError(f"features has no row for {len(lacking)} perturbations to predict: {lacking[:5]}")
+        measured = [p for p in effects.index if p in names]
+        if len(measured) < 2:
+            raise ValueError("linear_baseline needs feature rows for at least two training perturbations")
+        table = pd.DataFrame(features.to_numpy(np.float64), index=names)
     mean_effect = effects.mean(axis=0).to_numpy()
     centred = (effects.loc[measured].to_numpy() - mean_effect).T  # genes x perturbations
     k = min(int(n_components), *centred.shape)
     embedding = np.linalg.svd(centred, full_matrices=False)[0][:, :k]  # Gamma: orthonormal columns
     position = {gene: i for i, gene in enumerate(genes)}
-    pert_embedding = embedding[[position[p] for p in measured]]  # Pi
+
+    def described(p: str):  # Pi's row of p: its gene's embedding, or its features; None when it has none
+        if features is not None:
+            return table.loc[p].to_numpy()
+        return embedding[position[p]] if p in position else None
+
+    pert_embedding = np.stack([described(p) for p in measured])  # Pi
     # Ridge on both sides, as in the paper:
     # W = (Gamma^T Gamma + ridge I)^-1 Gamma^T Y Pi (Pi^T Pi + ridge I)^-1, and Gamma^T Gamma = I.
-    weights = (
-        embedding.T @ centred @ pert_embedding @ np.linalg.inv(pert_embedding.T @ pert_embedding + ridge * np.eye(k))
-    )
+    gram = pert_embedding.T @ pert_embedding + ridge * np.eye(pert_embedding.shape[1])
+    weights = embedding.T @ centred @ pert_embedding @ np.linalg.inv(gram)
     weights /= 1 + ridge
-    rows = [
-        mean_effect + (embedding @ weights @ embedding[position[p]] if p in position else 0.0) for p in t.counts.index
-    ]
+    rows = []
+    for p in t.counts.index:
+        vector = described(p)
+        rows.append(mean_effect + (0.0 if vector is None else embedding @ weights @ vector))
     return t.prediction(np.vstack(rows) + t.target_control)
+
+
+def baseline_predictions(
+    train: ad.AnnData,
+    real: ad.AnnData,
+    *,
+    features: pd.DataFrame | None = None,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
+) -> dict[str, ad.AnnData]:
+    """Every baseline's prediction of the test cells `real`, in each of its cell types. Taught in chapter 12.
+
+    For each cell type of `real`: as many cells per perturbation as `real` has, and `real`'s control cells of
+    that cell type. The cell mean and the control mean are built from `train`'s cells of that cell type; the
+    perturbation mean and the linear model from all of `train` (effects measured within cell types), the
+    linear model on `features` when given (see `linear_baseline`), else on its PCA gene embeddings.
+    Returns {"control mean", "cell mean", "perturbation mean", "linear"} -> AnnData with `pert_col` and
+    `context_col` in obs, cell types in `real`'s order of appearance.
+    """
+    missing = [c for c in (pert_col, context_col) if c not in real.obs.columns or c not in train.obs.columns]
+    if missing:
+        raise ValueError(f"train and real need the obs columns {missing} (pert_col, context_col)")
+    parts: dict[str, list[ad.AnnData]] = {"control mean": [], "cell mean": [], "perturbation mean": [], "linear": []}
+    for context in pd.unique(real.obs[context_col].astype(str)):
+        real_c = real[(real.obs[context_col].astype(str) == context).to_numpy()]
+        train_c = train[(train.obs[context_col].astype(str) == context).to_numpy()]
+        if train_c.n_obs == 0:
+            raise ValueError(f"train has no cells of {context_col} {context!r}: the cell mean needs some")
+        counts = real_c.obs[pert_col].astype(str).value_counts().drop(control, errors="ignore")
+        counts = counts[counts > 0].sort_index()
+        shared = dict(controls=real_c, pert_col=pert_col, control=control)
+        built = {
+            "control mean": control_mean_baseline(train_c, counts, **shared),
+            "cell mean": cell_mean_baseline(train_c, counts, **shared),
+            "perturbation mean": perturbation_mean_baseline(train, counts, context_col=context_col, **shared),
+            "linear": linear_baseline(train, counts, features=features, context_col=context_col, **shared),
+        }
+        for name, prediction in built.items():
+            prediction.obs[context_col] = context
+            prediction.obs_names = [f"{context}_{i}" for i in range(prediction.n_obs)]
+            parts[name].append(prediction)
+    return {name: ad.concat(predictions) for name, predictions in parts.items()}

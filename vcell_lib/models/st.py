@@ -10,6 +10,8 @@ Two ways back, as in the reference (`output_space`):
 - "all" (the VCC recipe, all genes): `out = bottleneck(project_out(h) + basal)`, the residual on the control's
   expression, then `Linear(G, G/8) -> GELU -> Linear(G/8, G)` (Arc's `final_down_then_up`), not itself a residual;
 - "gene" (e.g. highly variable genes): `out = project_out(h + basal_embedding)`, the residual in hidden space.
+With `residual=False` (Arc's `predict_residual=False`) the control enters only through its token: `out =
+project_out(h)`, in either space (the bottleneck is then unused).
 Both end in a ReLU (Arc applies it whenever there is no gene decoder), so predicted expression is never negative
 and often exactly zero. The loss is the energy distance between the predicted and the observed set, per set.
 
@@ -58,6 +60,7 @@ class STConfig:
     basal_mlp: bool = False  # the basal encoder is an MLP (use_basal_projection=True) or one Linear (False)
     n_batches: int = 0  # > 0: a learned embedding of each cell's batch is added to its token (batch_encoder)
     output_space: str = "all"  # "all": residual on the expression + bottleneck; "gene": residual in hidden space
+    residual: bool = True  # add the control back at the output (predict_residual); False: out = project_out(h)
     activation: str = "gelu"  # of the MLPs
     dropout: float = 0.1  # in the MLPs (arc-state's default)
     attention_dropout: float = 0.0
@@ -81,6 +84,14 @@ class STConfig:
     def tiny(cls, n_genes: int, pert_dim: int, **changes) -> STConfig:
         """A model of a few thousand parameters, for tests."""
         sizes = dict(hidden_dim=16, n_layers=2, n_heads=2, ffn_dim=32, cell_set_len=8, dropout=0.0)
+        return replace(cls(n_genes, pert_dim, **sizes), **changes)
+
+    @classmethod
+    def small(cls, n_genes: int, pert_dim: int, **changes) -> STConfig:
+        """The book's CPU size (chapter 12): width 128, 2 Llama blocks of 4 heads, sets of 32 cells, the residual
+        in hidden space (`output_space="gene"`), 2-layer MLPs, no dropout; a few hundred steps train it."""
+        sizes = dict(hidden_dim=128, n_layers=2, n_heads=4, ffn_dim=256, cell_set_len=32, n_encoder_layers=2,
+                     n_decoder_layers=2, output_space="gene", dropout=0.0)  # fmt: skip
         return replace(cls(n_genes, pert_dim, **sizes), **changes)
 
     @classmethod
@@ -146,7 +157,9 @@ class StateTransition(nn.Module):
         elif batch is not None:
             raise ValueError("this model has no batch embedding (n_batches=0): pass batch=None")
         h = self.backbone(tokens)
-        if c.output_space == "all":
+        if not c.residual:
+            out = self.project_out(h)
+        elif c.output_space == "all":
             out = self.final_down_then_up(self.project_out(h) + basal)
         else:
             out = self.project_out(h + basal_embedding)
@@ -176,7 +189,6 @@ _UNUSED = ("transformer_backbone.embed_tokens.",)
 
 # Options of Arc's model that this one does not have: (hyper-parameter, its value that we support).
 _UNSUPPORTED = (
-    ("predict_residual", True),
     ("confidence_token", False),
     ("use_batch_token", False),
     ("batch_predictor", False),
@@ -200,8 +212,8 @@ def load_arc_checkpoint(path: str | Path) -> StateTransition:
     (`state_sm`, `state`, `state_lg`) with expression in and out (`output_space` "all" or "gene"; "embedding"
     has the same forward as "gene"), a Linear or MLP basal encoder, with or without batch embedding. Not supported,
     with an error that names the option: the GPT-2 backbone, a causal Llama, grouped-query attention, LoRA
-    adapters, the confidence and batch tokens, the batch predictor, self-only attention (`mask_attn`), no residual
-    (`predict_residual=False`), and a gene decoder (ST on SE embeddings decoded to genes).
+    adapters, the confidence and batch tokens, the batch predictor, self-only attention (`mask_attn`), and a gene
+    decoder (ST on SE embeddings decoded to genes).
     """
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
@@ -243,6 +255,7 @@ def load_arc_checkpoint(path: str | Path) -> StateTransition:
         n_decoder_layers=hp.get("n_decoder_layers", 2), basal_mlp=bool(hp.get("use_basal_projection", True)),
         n_batches=hp["batch_dim"] if hp.get("batch_encoder") and hp.get("batch_dim") else 0,
         output_space="all" if hp.get("output_space", "gene") == "all" else "gene",
+        residual=bool(hp.get("predict_residual", True)),
         activation=str(hp.get("activation", "gelu")).lower(), dropout=hp.get("dropout", 0.1),
         attention_dropout=llama.get("attention_dropout", 0.0), norm_eps=llama.get("rms_norm_eps", 1e-6), loss=loss,
     )  # fmt: skip
