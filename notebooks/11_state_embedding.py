@@ -84,7 +84,7 @@ from vcell_lib.embeddings import gene_embeddings, load_esm2, read_fasta
 from vcell_lib.env import FAST, by_mode, get_device, set_seed, versions
 from vcell_lib.models import se
 from vcell_lib.models.losses import energy_distance
-from vcell_lib.plotting import PALETTE, style
+from vcell_lib.plotting import PALETTE, plot_history, style
 from vcell_lib.simulate import SimulationParams, simulate_perturbseq
 from vcell_lib.train import TrainConfig, fit
 
@@ -351,25 +351,8 @@ print(
 
 
 # %% tags=["hide-input"]
-def plot_history(history, title):
-    """Training loss per step (smoothed) and validation loss."""
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    losses = pd.Series(history.train_loss)
-    ax.plot(losses, color=PALETTE["control"], alpha=0.3, lw=0.8, label="training batch")
-    ax.plot(
-        losses.rolling(20, min_periods=1).mean(),
-        color=PALETTE["control"],
-        label="training (running mean)",
-    )
-    if history.val_loss:
-        steps, values = zip(*history.val_loss)
-        ax.plot(steps, values, "o-", color=PALETTE["perturbed"], label="held-out cells")
-    ax.set(xlabel="step", ylabel="loss", title=title)
-    ax.legend()
-    plt.show()
-
-
 plot_history(history, "SE on simulated cells")
+plt.show()
 
 # %% [markdown]
 # The loss falls fast for the first hundred steps, then slowly, and the held-out cells follow the training cells closely: a model this small does not overfit a few thousand cells in 300 steps.
@@ -697,6 +680,7 @@ real_history = fit(
     )[:8],
 )
 plot_history(real_history, "SE on THP-1 cells")
+plt.show()
 
 # %%
 real_labels = [PERT, BATCH]

@@ -77,3 +77,22 @@ def test_import_has_no_side_effects():
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_plot_history_draws_the_losses_and_refuses_an_empty_history():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # headless: no window; rcParams are left as they are
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from vcell_lib.train import History
+
+    history = History(train_loss=[4.0, 3.0, 2.5, 2.0], val_loss=[(2, 3.5), (4, 2.2)])
+    ax = plotting.plot_history(history, "a run", log=True)
+    lines = ax.get_lines()
+    assert [list(line.get_ydata()) for line in lines][0] == history.train_loss
+    assert list(lines[-1].get_xdata()) == [2, 4] and ax.get_yscale() == "log" and ax.get_title() == "a run"
+    plt.close("all")
+    with pytest.raises(ValueError, match="no training loss"):
+        plotting.plot_history(History(), "empty")

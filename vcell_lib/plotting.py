@@ -5,9 +5,16 @@ Taught in chapter 01.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib as mpl
 
-__all__ = ["PALETTE", "style"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .train import History
+
+__all__ = ["PALETTE", "plot_history", "style"]
 
 PALETTE: dict[str, str] = {
     "control": "#7f7f7f",
@@ -39,3 +46,28 @@ def style() -> None:
     """Apply the book's matplotlib style (explicitly, never on import). Taught in chapter 01."""
     mpl.rcParams.update(_RC)
     mpl.rcParams["axes.prop_cycle"] = mpl.cycler(color=list(PALETTE.values()) + ["#9467bd", "#8c564b", "#e377c2"])
+
+
+def plot_history(history: History, title: str, *, ylabel: str = "loss", log: bool = False, ax: Axes | None = None):
+    """A training run's loss per step (raw and running mean) and its validation losses. Taught in chapter 11.
+
+    Draws on `ax` (a new figure when None) and returns the axes; `log` puts the loss on a log scale.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    if not history.train_loss:
+        raise ValueError("history has no training loss to plot: was it returned by train.fit?")
+    if ax is None:
+        ax = plt.subplots(figsize=(7, 3.2))[1]
+    losses = pd.Series(history.train_loss)
+    ax.plot(losses, color=PALETTE["control"], alpha=0.3, lw=0.8, label="training batch")
+    window = max(1, min(25, len(losses) // 10))
+    running = losses.rolling(window, min_periods=1).mean()
+    ax.plot(running, color=PALETTE["control"], label="training (running mean)")
+    if history.val_loss:
+        steps, values = zip(*history.val_loss)
+        ax.plot(steps, values, "o-", color=PALETTE["perturbed"], label="held-out cells")
+    ax.set(xlabel="step", ylabel=ylabel, title=title, yscale="log" if log else "linear")
+    ax.legend()
+    return ax
