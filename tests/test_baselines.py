@@ -122,6 +122,15 @@ def test_linear_baseline_on_perturbation_features_recovers_a_linear_map():
     np.testing.assert_allclose(predicted, truth, atol=1e-3)
     with pytest.raises(ValueError, match="whose gene is measured"):  # without features nothing describes them
         linear_baseline(train, {p: 1 for p in held_out}, n_components=k)
+    # ridge=None: cross-validation keeps a small penalty where the features explain the effects...
+    chosen = linear_baseline(train, {p: 1 for p in held_out}, n_components=k, ridge=None, features=features)
+    np.testing.assert_allclose(chosen[chosen.obs["target_gene"] != CONTROL].X - base, truth, atol=0.05)
+    # ...and takes the largest where they are noise: the prediction shrinks to the mean effect
+    noise = pd.DataFrame(rng.normal(size=features.shape), index=perts)
+    shrunk = linear_baseline(train, {p: 1 for p in held_out}, n_components=k, ridge=None, features=noise)
+    mean_effect = np.mean([effect[p] for p in perts[:24]], axis=0)
+    spread = np.abs(shrunk[shrunk.obs["target_gene"] != CONTROL].X - base - mean_effect).max()
+    assert spread < 0.1 * np.abs(truth - mean_effect).max()
     with pytest.raises(ValueError, match="no row for 1 perturbations"):
         linear_baseline(train, {"X99": 1}, features=features)
     with pytest.raises(ValueError, match="at least two training perturbations"):

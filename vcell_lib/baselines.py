@@ -23,6 +23,7 @@ import pandas as pd
 from vcell_lib.data import CELL_TYPE, CONTROL, PERT, ensure_log1p, perturbation_effects, profile_table
 
 __all__ = [
+    "RIDGE_GRID",
     "baseline_predictions",
     "cell_mean_baseline",
     "control_mean_baseline",
@@ -191,6 +192,30 @@ class _Training:
         )
 
 
+RIDGE_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+"""The penalties `linear_baseline(ridge=None)` chooses from."""
+
+
+def _ridge_weights(embedding: np.ndarray, centred: np.ndarray, described: np.ndarray, ridge: float) -> np.ndarray:
+    """W of the linear model, ridge on both sides as in the paper (Gamma^T Gamma = I):
+    W = (Gamma^T Gamma + ridge I)^-1 Gamma^T Y Pi (Pi^T Pi + ridge I)^-1."""
+    gram = described.T @ described + ridge * np.eye(described.shape[1])
+    return embedding.T @ centred @ described @ np.linalg.inv(gram) / (1 + ridge)
+
+
+def _cross_validated_ridge(embedding: np.ndarray, centred: np.ndarray, described: np.ndarray) -> float:
+    """The penalty of RIDGE_GRID with the smallest leave-one-perturbation-out squared error of the effects."""
+    errors = []
+    for ridge in RIDGE_GRID:
+        error = 0.0
+        for i in range(centred.shape[1]):
+            keep = np.arange(centred.shape[1]) != i
+            weights = _ridge_weights(embedding, centred[:, keep], described[keep], ridge)
+            error += float(np.sum((embedding @ weights @ described[i] - centred[:, i]) ** 2))
+        errors.append(error)
+    return RIDGE_GRID[int(np.argmin(errors))]
+
+
 def cell_mean_baseline(
     train: ad.AnnData,
     counts: Counts,
@@ -255,7 +280,7 @@ def linear_baseline(
     counts: Counts,
     *,
     n_components: int = 10,
-    ridge: float = 0.1,
+    ridge: float | None = 0.1,
     features: pd.DataFrame | None = None,
     controls: ad.AnnData | None = None,
     pert_col: str = PERT,
@@ -275,11 +300,14 @@ def linear_baseline(
     gene features) replaces Pi: W (d x features) is fit by the same ridge regression from the training
     perturbations' feature rows, and q gets ybar + Gamma W features[q]. The linear model then reads what a
     neural model such as ST reads (chapter 12); every perturbation to predict needs a row.
+
+    `ridge=None` chooses the penalty among `RIDGE_GRID` by leave-one-perturbation-out error on the training
+    effects (Gamma is kept from all of them): a penalty that suits 10 PCA components can overfit 16 raw features.
     """
     if int(n_components) != n_components or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
-    if not np.isfinite(ridge) or ridge < 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge!r}")
+    if ridge is not None and (not np.isfinite(ridge) or ridge < 0):
+        raise ValueError(f"ridge must be >= 0 or None (chosen by cross-validation), got {ridge!r}")
     t = _Training.check(train, counts, controls, pert_col, control)
     effects = t.effects(context_col)
     genes = t.profiles.columns
@@ -308,11 +336,9 @@ def linear_baseline(
         return embedding[position[p]] if p in position else None
 
     pert_embedding = np.stack([described(p) for p in measured])  # Pi
-    # Ridge on both sides, as in the paper:
-    # W = (Gamma^T Gamma + ridge I)^-1 Gamma^T Y Pi (Pi^T Pi + ridge I)^-1, and Gamma^T Gamma = I.
-    gram = pert_embedding.T @ pert_embedding + ridge * np.eye(pert_embedding.shape[1])
-    weights = embedding.T @ centred @ pert_embedding @ np.linalg.inv(gram)
-    weights /= 1 + ridge
+    if ridge is None:
+        ridge = _cross_validated_ridge(embedding, centred, pert_embedding)
+    weights = _ridge_weights(embedding, centred, pert_embedding, ridge)
     rows = []
     for p in t.counts.index:
         vector = described(p)
@@ -325,6 +351,7 @@ def baseline_predictions(
     real: ad.AnnData,
     *,
     features: pd.DataFrame | None = None,
+    ridge: float | None = None,
     pert_col: str = PERT,
     control: str = CONTROL,
     context_col: str = CELL_TYPE,
@@ -334,7 +361,8 @@ def baseline_predictions(
     For each cell type of `real`: as many cells per perturbation as `real` has, and `real`'s control cells of
     that cell type. The cell mean and the control mean are built from `train`'s cells of that cell type; the
     perturbation mean and the linear model from all of `train` (effects measured within cell types), the
-    linear model on `features` when given (see `linear_baseline`), else on its PCA gene embeddings.
+    linear model on `features` when given (see `linear_baseline`), else on its PCA gene embeddings, with its
+    `ridge` chosen by leave-one-perturbation-out cross-validation unless given.
     Returns {"control mean", "cell mean", "perturbation mean", "linear"} -> AnnData with `pert_col` and
     `context_col` in obs, cell types in `real`'s order of appearance.
     """
@@ -354,7 +382,7 @@ def baseline_predictions(
             "control mean": control_mean_baseline(train_c, counts, **shared),
             "cell mean": cell_mean_baseline(train_c, counts, **shared),
             "perturbation mean": perturbation_mean_baseline(train, counts, context_col=context_col, **shared),
-            "linear": linear_baseline(train, counts, features=features, context_col=context_col, **shared),
+            "linear": linear_baseline(train, counts, ridge=ridge, features=features, context_col=context_col, **shared),
         }
         for name, prediction in built.items():
             prediction.obs[context_col] = context
