@@ -21,7 +21,7 @@
 # A perturbation experiment never measures the same cell twice: sequencing destroys it.
 # So a model cannot learn "this cell, before and after"; it can only learn how a *population* of control cells becomes a *population* of perturbed cells.
 # The State Transition model (ST) takes that literally {cite}`adduri2025`: it reads a set of control cells and a perturbation, and writes a set of perturbed cells, trained so that the predicted set is distributed like the observed one.
-# This chapter builds ST from its parts with the shapes printed at every step, trains a small one on the simulator, predicts perturbations it has never seen, and scores them with both challenges' rules against every baseline and against the best the data allow.
+# This chapter builds ST from its parts with the shapes printed at every step, trains a small one on the simulator, predicts perturbations it has never seen, and scores them with both challenges' rules against every baseline and against a perfect resample of the truth.
 # It ends with the same contest on the real THP-1 screen and with what the book's small ST leaves out of Arc's.
 
 # %% [markdown]
@@ -95,7 +95,7 @@ versions()
 #
 # We simulate a screen with the simulator's default sizes and the two kinds of realism that chapter 3 added: a {term}`shared response <systematic variation>` with program shifts (`shared_response=0.3`, `program_shift=0.3`), and 16 informative features per gene (`n_gene_features=16`), the simulator's stand-in for ESM-2 gene embeddings.
 # Then we hold out 30% of the perturbations in *both* cell types with `split_by_perturbation` (chapter 4): the model must predict the effect of silencing genes it has never seen silenced, in cell types it knows.
-# The test cells are split in two halves (`half_split`, chapter 5): one half plays the real data, the other is the **perfect resample**, other cells drawn from the same truth, the best prediction any model could make.
+# The test cells are split in two halves (`half_split`, chapter 5): one half plays the real data, the other is the **perfect resample**, other cells drawn from the same truth: a prediction from the true distribution, limited only by sampling noise, the ceiling for discrimination and DES (though not, we will see, for MAE).
 
 # %%
 KNOBS = {"shared_response": 0.3, "program_shift": 0.3, "n_gene_features": 16}
@@ -123,8 +123,9 @@ glue("n_test_perts", len(test_perts), display=False)
 # Each cell of the set is paired with a control cell of the same cell type, drawn at random; the model reads the $S$ controls and must write $S$ cells that look like the perturbed ones.
 # The pairing is random because nothing better exists: the perturbed cell and its control are different cells, and the draw is repeated every pass over the data so the model never learns a particular pairing.
 # Control cells form sets too (control to control), which teaches the model that "no perturbation" means "no change".
+# A group whose cells do not fill its last set fills it by drawing its own cells again, as Arc's data module does.
 #
-# `STSets` builds these batches from an AnnData, as Arc's data module (`cell-load`) does, reading only the rows each batch needs (so a backed file of any size works, chapter 11's `_matrix` helpers).
+# `STSets` builds these batches from an AnnData, as Arc's data module (`cell-load`) does, reading only the rows each batch needs (so a backed file of any size works).
 # It needs a table that turns each perturbation into a vector, the subject of step 2; for now, gene features.
 
 # %%
@@ -159,7 +160,7 @@ print(
 # A perturbation enters ST as a vector, the same for every cell of a set.
 # Two choices:
 #
-# - **one-hot**: one column per perturbation. It names the perturbation and says nothing else, so the row of a perturbation never seen in training is a direction the model has never been trained on;
+# - **one-hot**: one column per perturbation. It names the perturbation and says nothing else: the one-hot vector of a perturbation never seen in training selects a column of the first layer's weights that training never updated;
 # - **gene features**: a vector that describes the silenced gene, known before any experiment. Arc's challenge recipe used the ESM-2 embedding of the gene's protein (chapter 10); the simulator's `varm["gene_features"]` plays that role here.
 #
 # With gene features a model *can* say something about a gene it never saw silenced, to the extent that genes with similar features have similar effects (chapter 3 measured how far that goes).
@@ -197,7 +198,7 @@ glue("st_parameters", n_parameters, display=False)
 # %% [markdown]
 # ## Step 4: cells that look at each other
 #
-# The tokens pass through a {term}`transformer`: Arc uses Hugging Face's Llama blocks (RMSNorm instead of LayerNorm, a SwiGLU feed-forward layer) {cite}`touvron2023`, with two changes: attention is bidirectional (every cell sees every other) and there are no positional encodings.
+# The tokens pass through a {term}`transformer`: Arc uses Hugging Face's Llama blocks {cite}`touvron2023` (RMSNorm, a LayerNorm that only rescales; SwiGLU, a gated feed-forward layer), with two changes from a language model: attention is bidirectional (every cell sees every other, where a language model masks the tokens to come) and the rotary positional encodings are switched off.
 # A set has no order, so the model should not have one: permuting the input cells must permute the output cells the same way, a property called {term}`permutation equivariance`, which is what set models are built to have {cite}`zaheer2017,lee2019`.
 # Attention lets each cell's prediction depend on the whole set: the model can learn the *distribution* of the controls (how many are cycling, say) and not only each control on its own.
 # `vcell_lib.models.layers.LlamaEncoder` writes the block out; we check the equivariance on the untrained model.
@@ -218,11 +219,12 @@ assert gap < 1e-5
 # ## Step 5: back to genes
 #
 # An MLP (`project_out`) reads each token back to the $G$ genes.
-# The control is added back as a {term}`residual <residual connection>`, so the model only has to learn the *change*; Arc's code has two ways to do it (`output_space`):
+# The control is added back as a {term}`residual <residual connection>`; Arc's code has two ways to do it (`output_space`):
 #
 # - `"all"` (Arc's challenge recipe, on all 18,080 genes): $\hat x_i = B(\mathrm{out}(h_i) + x^\text{ctrl}_i)$, the residual in gene space, followed by a bottleneck $B$: Linear($G \to G/8$), GELU, Linear($G/8 \to G$);
 # - `"gene"` (Arc's default for a few thousand highly variable genes): $\hat x_i = \mathrm{out}(h_i + W_\text{basal}\, x^\text{ctrl}_i)$, the residual in the token space.
 #
+# In `"all"` the network only has to learn the change from the control; in `"gene"` the control is added back to the token before the output MLP, which still writes the whole profile.
 # Both end in a ReLU, since expression cannot be negative.
 # The book's small ST uses `"gene"`: on 500 genes the bottleneck of `"all"` would squeeze every cell through 62 numbers after the residual was added, and the ablations below show what that costs.
 # A ReLU also means that predicted zeros are exact zeros, which matters for the DE metrics (chapter 7's ties).
@@ -246,9 +248,10 @@ assert straight.shape == batch["target"].shape and straight.min() >= 0
 # E(X, Y) = \frac{1}{n m}\sum_{i,j} \lVert x_i - y_j\rVert - \frac{1}{2n^2}\sum_{i,i'} \lVert x_i - x_{i'}\rVert - \frac{1}{2m^2}\sum_{j,j'} \lVert y_j - y_{j'}\rVert .
 # $$
 #
+# This is half of Székely's energy statistic $2\,\mathbb{E}\lVert X - Y\rVert - \mathbb{E}\lVert X - X'\rVert - \mathbb{E}\lVert Y - Y'\rVert$, estimated on the two sets.
 # It is zero when the two samples coincide, symmetric, and (for the distributions behind the samples) zero only when they are equal.
-# It is a {term}`maximum mean discrepancy` with the kernel $-\lVert x - y\rVert$ {cite}`sejdinovic2013`, which is why `vcell_lib.models.losses` has an RBF-kernel MMD beside it; Arc computes it with geomloss's `SamplesLoss("energy")` {cite}`feydy2019`, and the book's `energy_distance` equals it (tested to 1e-6, chapter 11).
-# On one observed set of the simulator: a resample of the same perturbation, the collapsed "average cell" and the control cells.
+# It is a squared {term}`maximum mean discrepancy` with the distance-induced kernel $k(x, y) = \tfrac12(\lVert x\rVert + \lVert y\rVert - \lVert x - y\rVert)$ {cite}`sejdinovic2013` (the norm terms cancel, which is why it is often written with the "kernel" $-\lVert x - y\rVert$), which is why `vcell_lib.models.losses` has an RBF-kernel MMD beside it; Arc computes it with geomloss's `SamplesLoss("energy")` {cite}`feydy2019`, and the book's `energy_distance` equals it (tested to 1e-6, chapter 11).
+# We compare one observed set of 32 cells with three candidates: another sample of the same perturbation, that sample's average cell copied 32 times, and control cells.
 
 # %%
 label = sorted(set(train.obs[PERT]) - {CONTROL})[0]  # a training perturbation
@@ -300,20 +303,24 @@ STEPS = by_mode(full=800, fast=60)
 LR = 1e-3
 
 
-def train_st(features, steps=STEPS, seed=0, sets_per_batch=SETS_PER_BATCH, **changes):
-    """The chapter's recipe: STConfig.small (with `changes`), AdamW at LR, `steps` updates."""
+def train_st(
+    features, cells=train, steps=STEPS, seed=0, sets_per_batch=SETS_PER_BATCH, **changes
+):
+    """The chapter's recipe on `cells`: STConfig.small (with `changes`), AdamW at LR."""
     set_seed(seed)
     net = st.StateTransition(
-        st.STConfig.small(train.n_vars, features.shape[1], **changes)
+        st.STConfig.small(cells.n_vars, features.shape[1], **changes)
     )
     batches = STSets(
-        train,
+        cells,
         features,
         set_size=net.config.cell_set_len,
         sets_per_batch=sets_per_batch,
         seed=seed,
     )
-    config = TrainConfig(max_steps=steps, lr=LR, seed=seed, val_every=10**9)
+    config = TrainConfig(  # no validation split in this chapter: never validate
+        max_steps=steps, lr=LR, seed=seed, val_every=10**9, progress=False
+    )
     return net, fit(net, batches, st_loss, config)
 
 
@@ -325,26 +332,37 @@ glue("cells_per_second", cells_per_second, display=False)
 glue("steps", STEPS, display=False)
 
 # %% tags=["hide-input"]
-plot_history(history, "ST's training loss", ylabel="energy distance", log=True)
+ax = plot_history(history, "ST's training loss", ylabel="energy distance", log=True)
+floor = losses.loc["another sample of the same cells", "energy distance"]
+ax.axhline(
+    floor, color=PALETTE["truth"], ls="--", label="two samples of the same cells"
+)
+ax.legend()
 plt.show()
 
 # %% [markdown]
+# The dashed line is the energy distance between two samples of 32 cells of one perturbation (step 6): even a perfect model's sets would not go below about that level, because the loss compares finite samples.
+# The loss falls fast and then levels off above that floor.
+#
 # ## Predicting a challenge template
 #
 # The challenge gives a template: rows of cells to predict, each labelled with a perturbation, and controls.
-# `predict` fills it as Arc's `state tx infer` does: it groups the rows by (cell type, perturbation), cuts each group into sets of 32 rows, draws 32 control cells of that cell type for each set, and writes the model's output into the rows.
-# Two of its choices differ from Arc's on purpose: a perturbation without a feature vector is an error (Arc silently predicts the control for it), and so is a cell type without controls (Arc would take controls of any cell type).
+# `predict` fills it as Arc's `state tx infer` does: it groups the rows by (cell type, perturbation), cuts each group into sets of up to 32 rows, draws one control cell of that cell type for each row, and writes the model's output into the rows.
+# Two of its choices differ from Arc's on purpose: a perturbation without a feature vector is an error (Arc predicts the control for it, with only a printed note), and so is a cell type without controls (Arc would take controls of any cell type).
+# Like `state tx infer`, it predicts the template's control rows too: ST's prediction carries the model's own control cells, where the baselines below carry the real ones (exercise 4 scores ST with the real ones).
 # Our template is the real half of the test cells, with their labels only; the controls come from the training cells.
 
 # %%
 template = real.copy()
 template.X = np.zeros(template.shape, dtype=np.float32)  # only the labels are read
-st_pred = predict(model, template, train, gene_features, seed=0)
-print(st_pred)
+st_pred = predict(model, template, train, gene_features, seed=0, progress=False)
+print(
+    f"predicted: {st_pred.n_obs} cells x {st_pred.n_vars} genes, labels from the template"
+)
 try:
     predict(model, template, train, gene_features.drop(index=test_perts[0]))
 except ValueError as error:
-    print("unknown perturbation:", str(error)[:110], "...")
+    print("unknown perturbation:", str(error).split(". ")[0])
 
 # %% [markdown]
 # ## An honest comparison
@@ -353,7 +371,7 @@ except ValueError as error:
 #
 # - the **control mean** ("nothing happens") and the **cell mean** (the 2025 challenge's baseline: the average training profile of the cell type);
 # - the **perturbation mean**: each perturbation's effect where training saw it; for a perturbation never seen, the mean effect of the training perturbations;
-# - the **linear** model of chapter 8 on the *same gene features* as ST: the effect is $\bar y + \Gamma W f_q$, with $W$ fit by ridge regression from the training perturbations' features (`linear_baseline(..., features=...)`), its penalty chosen by leave-one-perturbation-out cross-validation on the training perturbations: ST's inputs, in a model with no hidden layer;
+# - the **linear** model of chapter 8 on the *same gene features* as ST: the effect is $\bar y + \Gamma W f_q$ ($\Gamma$: the genes' PCA embeddings from the training effects, chapter 8), with $W$ fit by ridge regression from the training perturbations' features (`linear_baseline(..., features=...)`), its penalty chosen by leave-one-perturbation-out cross-validation on the training perturbations: ST's inputs, in a model with no hidden layer;
 # - ST;
 # - the **perfect resample**.
 #
@@ -398,10 +416,10 @@ def plot_scores(table: pd.DataFrame, title: str) -> None:
 
 plot_scores(board, "Unseen perturbations, simulated screen")
 
-# %%
+# %% tags=["hide-input"]
 row = board.loc["ST"]
 ceiling = board.loc["perfect resample", "score_2025"]
-for name in ("ST", "linear", "perturbation mean", "perfect resample"):
+for name in ("ST", "linear", "perturbation mean", "cell mean", "perfect resample"):
     key = name.replace(" ", "_")
     glue(f"{key}_2025", float(board.loc[name, "score_2025"]), display=False)
     glue(f"{key}_2026", float(board.loc[name, "score_2026"]), display=False)
@@ -426,7 +444,14 @@ if not FAST:
     assert row["score_2025"] < 0.6 * ceiling
     linear, mean_effect = board.loc["linear"], board.loc["perturbation mean"]
     assert abs(linear["score_2025"] - mean_effect["score_2025"]) < 0.01
-# The linear model with a fixed small penalty instead of the cross-validated one:
+    from_training = board["score_2026"].drop("perfect resample")
+    assert (from_training < 0).all() and board.loc["perfect resample", "score_2026"] > 1
+    assert row["score_2026"] < board.loc["cell mean", "score_2026"]
+
+# %% [markdown]
+# The linear model's penalty matters: here is the same model with the library's default penalty for PCA embeddings (0.1) instead of the cross-validated one.
+
+# %%
 default_ridge = baseline_predictions(train, real, features=gene_features, ridge=0.1)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -440,17 +465,20 @@ glue(
 )
 if not FAST:
     assert default_board.loc["linear", "score_2025"] < board.loc["linear", "score_2025"]
+default_board.round(3)
 
 # %% [markdown]
 # Read the table one column at a time.
 #
-# - **Discrimination**: ST's predicted effects point to the right perturbation more often than any baseline's ({glue:text}`ST_discrimination_score_l1:.2f` against the cell mean's {glue:text}`cell_mean_discrimination_score_l1:.2f`): through the gene features it has learned something about genes it never saw silenced.
-# - **MAE**: ST's mean error ({glue:text}`ST_mae:.3f`) is *worse* than the cell mean's ({glue:text}`cell_mean_mae:.3f`), and even the perfect resample barely beats the cell mean ({glue:text}`perfect_resample_mae:.3f`). The MAE of a profile averaged over a few dozen noisy cells is mostly noise; a flat average of many training profiles is smooth, and any attempt to say more pays for its mistakes.
+# - **Discrimination**: ST's predicted effects rank the right perturbation nearer the top than any baseline's ({glue:text}`ST_discrimination_score_l1:.2f` against the cell mean's {glue:text}`cell_mean_discrimination_score_l1:.2f`): through the gene features it has learned something about genes it never saw silenced.
+# - **MAE**: ST's mean error ({glue:text}`ST_mae:.3f`) is *worse* than the cell mean's ({glue:text}`cell_mean_mae:.3f`), and even the perfect resample does worse than the cell mean ({glue:text}`perfect_resample_mae:.3f`). The MAE of a profile averaged over a few dozen noisy cells is mostly noise; a flat average of many training profiles is smooth, and any attempt to say more pays for its mistakes.
 # - **DES**: ST finds fewer of the true DE genes ({glue:text}`ST_overlap_at_N:.2f`) than the cell mean ({glue:text}`cell_mean_overlap_at_N:.2f`), whose average profile already carries the shared response, the genes most perturbations move (chapter 3).
 #
-# So ST scores {glue:text}`ST_2025:.3f` under the 2025 rules, {glue:text}`share_of_ceiling:.0%` of the perfect resample's {glue:text}`perfect_resample_2025:.3f`, all of it from discrimination.
+# So ST scores {glue:text}`ST_2025:.3f` under the 2025 rules, {glue:text}`share_of_ceiling:.0%` of the perfect resample's {glue:text}`perfect_resample_2025:.3f`, all of it from discrimination; this run is the best of the bench's three seeds of the same recipe (below: {glue:text}`bench_st_min:.3f` to {glue:text}`bench_st_max:.3f`, mean {glue:text}`bench_st:.3f`).
 # The linear model on the same features scores {glue:text}`linear_2025:.3f`, like the perturbation mean: cross-validation chose a penalty so large that it predicts nearly the mean training effect for every unseen gene (with the library's default penalty for PCA embeddings, 0.1, it overfits the 16 raw features and scores {glue:text}`linear_default_2025:.3f`).
-# Under the 2026 rules ST scores {glue:text}`ST_2026:.2f` against the resample's {glue:text}`perfect_resample_2026:.2f`; on a test set this small these scores are unstable, for a reason the next table shows.
+# Under the 2026 rules every prediction built from the training data scores below 0, and ST ({glue:text}`ST_2026:.2f`) below the cell mean ({glue:text}`cell_mean_2026:.2f`): cell-eval2's baseline is built from the test cells' own mean counts (chapter 9), an average that no prediction from training data knows.
+# The perfect resample scores {glue:text}`perfect_resample_2026:.2f`, above the replicate's 1, because the replicate splits the real half again, into halves of about 25 cells per perturbation and cell type, where the resample has about 50.
+# And on a test set this small the scaled 2026 metrics are unstable, for a reason the next table shows.
 # A model that learns from {glue:text}`n_train_perts` perturbations is asked to predict {glue:text}`n_test_perts` new ones: that is few examples of what a gene's features say about its effect, and the learning curve below shows how the picture changes with more.
 
 # %% [markdown]
@@ -479,7 +507,7 @@ anchors.round(3)
 
 # %% [markdown]
 # In {glue:md}`close_context` the two anchors of {glue:md}`close_metric` differ by only {glue:text}`close_gap:.3f`, so a small difference in that metric becomes a large scaled score, of either sign, and the mean of six scaled metrics inherits it.
-# cell-eval2 scores the 2026 challenge on 300 perturbations with 400 reference cells each, where the anchors are far apart; on a test set this small, the 2025 score is the steadier guide, and the 2026 column should be read with this table beside it.
+# cell-eval2 scores the 2026 challenge on far larger test sets (chapter 9), where the anchors are far apart; on a test set this small, the 2025 score is the steadier guide, and the 2026 column should be read with this table beside it.
 
 # %% [markdown]
 # ## One-hot versus gene features
@@ -515,8 +543,8 @@ if not FAST:
     )
 
 # %% [markdown]
-# With one-hot vectors a test perturbation's row is a column of the first layer that training never updated: the model's prediction for it is an arbitrary point near the average response, and its discrimination falls to {glue:text}`onehot_disc:.2f`.
-# One-hot features are fine for perturbations seen in training (chapter 13 moves them to a new cell type); for unseen perturbations, only features that describe the gene can help.
+# With one-hot vectors a test perturbation selects a column of the first layer's weights that training never updated, still at its random initial value: the model has nothing to go on, its discrimination falls to {glue:text}`onehot_disc:.2f` and its 2025 score to {glue:text}`onehot_2025:.3f`.
+# One-hot features are fine for perturbations seen in training, for instance in another cell type; for unseen perturbations, only features that describe the gene can help.
 
 # %% [markdown]
 # ## Ablations
@@ -618,6 +646,11 @@ for name, key in (
     glue(key, float(means.loc[name, "score_2025"]), display=False)
 glue("bench_linear", float(fixed.loc["linear", "score_2025"]), display=False)
 glue("bench_mse_mae", float(means.loc["ST, MSE loss", "mae"]), display=False)
+recipe = variants.loc[variants["model"] == "ST", "score_2025"]
+glue("bench_st_min", float(recipe.min()), display=False)
+glue("bench_st_max", float(recipe.max()), display=False)
+if not FAST:  # the chapter's run is the bench's seed 0, the best of its three
+    assert abs(board.loc["ST", "score_2025"] - recipe.max()) < 1e-3
 glue("bench_st_mae", float(means.loc["ST", "mae"]), display=False)
 # The claims of the text below, checked on the bench's numbers:
 seed_spread = variants.groupby("model")["score_2025"].agg(np.ptp).max()
@@ -635,9 +668,9 @@ glue("bench_minutes", settings["seconds"]["ablation"] / 60, display=False)
 # %% [markdown]
 # What the ablations teach (mean 2025 scores over the seeds; the chapter's recipe scores {glue:text}`bench_st:.3f`, the linear model on the same features {glue:text}`bench_linear:.3f`):
 #
-# - **The loss.** With the MSE the score is {glue:text}`bench_mse:.3f`: collapsed cells are a poor prediction of a population, and at this training length even their mean profiles are further off (MAE {glue:text}`bench_mse_mae:.3f` against {glue:text}`bench_st_mae:.3f`).
+# - **The loss.** With the MSE the score is {glue:text}`bench_mse:.3f`: collapsed cells are a poor prediction of a population, and their mean profiles are further off too (MAE {glue:text}`bench_mse_mae:.3f` against {glue:text}`bench_st_mae:.3f`), where step 6 would expect the average to be right; this chapter does not pin down why.
 # - **The residual.** Without it the score is {glue:text}`bench_nores:.3f`, no different within the spread of the seeds: the control reaches the output through its token anyway. Arc's gene-space residual with its bottleneck scores {glue:text}`bench_all:.3f`: every predicted cell passes through 62 numbers *after* the control was added back, which throws away most of what the residual kept. That design is meant for 18,080 genes, where the bottleneck is 2,260 wide.
-# - **The set size.** Sets of 8 ({glue:text}`bench_s8:.3f`) and of 128 cells ({glue:text}`bench_s128:.3f`), with the same number of cells per update, both do worse than 32: a distance between two sets of 8 is a noisy estimate, and a group of 50 training cells cut into sets of 128 becomes mostly repeated cells, two sets per update.
+# - **The set size.** Sets of 8 ({glue:text}`bench_s8:.3f`) and of 128 cells ({glue:text}`bench_s128:.3f`), with the same number of cells per update, both do worse than 32: a distance between two sets of 8 is a noisy estimate, and a group of 100 training cells fills one set of 128 (28 cells drawn again), so an update holds two sets, two perturbations instead of eight.
 # - **Features.** One-hot vectors ({glue:text}`bench_onehot:.3f`) cannot describe an unseen gene.
 # - **Training longer.** Four times the updates give {glue:text}`bench_long:.3f`: the model is not short of training, it is short of examples.
 #
@@ -697,8 +730,9 @@ assert curve_means.loc["linear", "score_2025"].max() < 0.02  # about the mean ef
 
 # %% [markdown]
 # With {glue:text}`curve_sizes_small` training perturbations ST scores {glue:text}`curve_st_small:.3f` and the linear model {glue:text}`curve_linear_small:.3f`; with {glue:text}`curve_sizes_large`, {glue:text}`curve_st_large:.3f` and {glue:text}`curve_linear_large:.3f`, against the perfect resample's {glue:text}`curve_ceiling:.3f`.
-# Neither curve climbs: ST stays a little above the linear model, which cross-validation shrinks to about the mean effect at every size, and both stay far below the ceiling.
-# The question a learning curve answers is whether a model is limited by the amount of its data or by something else; here, within this range, more perturbations do not help either model, so the chapter's result is not an artefact of its 21 training perturbations.
+# Neither curve climbs: ST is at or a little above the linear model from 12 perturbations on (below it at 6), the linear model stays near the mean effect, where cross-validation shrinks it, and both stay far below the ceiling.
+# On this second screen ST scores lower than on the chapter's: how much it gains depends on the screen as much as on its size.
+# The question a learning curve answers is whether a model is limited by the amount of its data or by something else; here, within this range, more perturbations do not help either model.
 # What does limit them is what a gene's features say about its effect: in chapter 3, even fully informative features left most of an effect open, and here their informativeness is the simulator's default, 0.5.
 # The challenge's own training set had 150 perturbations in its target cell type, and ESM-2 features of real genes, whose informativeness nobody knows in advance.
 
@@ -720,20 +754,7 @@ thp1_real, thp1_resample = half_split(
     thp1[np.isin(thp1_part, ["test", "control"])].copy(), seed=0
 )
 thp1_features = perturbation_features(thp1.obs[PERT].unique(), "onehot")
-set_seed(0)
-thp1_model = st.StateTransition(st.STConfig.small(thp1.n_vars, thp1_features.shape[1]))
-thp1_history = fit(
-    thp1_model,
-    STSets(
-        thp1_train,
-        thp1_features,
-        set_size=SET_SIZE,
-        sets_per_batch=SETS_PER_BATCH,
-        seed=0,
-    ),
-    st_loss,
-    TrainConfig(max_steps=STEPS, lr=LR, val_every=10**9),
-)
+thp1_model, _ = train_st(thp1_features, cells=thp1_train)
 thp1_template = thp1_real.copy()
 thp1_template.X = np.zeros(thp1_template.shape, dtype=np.float32)
 thp1_predictions = baseline_predictions(thp1_train, thp1_real) | {
@@ -786,11 +807,11 @@ pd.DataFrame(  # the last expression of a cell is shown
 )  # fmt: skip
 
 # %% [markdown]
-# What this costs is what the learning curve hints at: the model here sees a few dozen perturbations for {glue:text}`steps` updates, Arc's for 40,000 updates of 16 sets of 128 cells over a whole screen.
+# What this costs cannot be measured here: the learning curve found no gain from more perturbations in its range, four times the updates gained nothing either, and Arc's scale (40,000 updates of 16 sets of 128 cells over a whole screen, against {glue:text}`steps` updates here) lies far outside both.
 # On this machine the small model trains at {glue:text}`cells_per_second:,.0f` cells per second; `bench/st_throughput.py` measures `state_sm` itself, streaming sets from a sparse or backed file of the challenge's size, and shows why the real recipe is a GPU job.
 # What the small model *can* show is the machinery: sets, the loss, the equivariance, training, inference from a template and honest scoring; and, on unseen perturbations, that features which describe the gene are what lets it say anything at all.
 #
-# To load a trained Arc ST (the `final.ckpt` of `state tx train`, with its `var_dims.pkl`'s gene order and perturbation features), the cell below runs where such a checkpoint exists.
+# To load a trained Arc ST (the `final.ckpt` of `state tx train`), the cell below runs where such a checkpoint exists; to predict with it you must give its inputs in its training order, the genes and the perturbation features that `state tx train` wrote beside the checkpoint.
 # As with SE, the file is a pickled Lightning checkpoint: load only files you trust.
 
 # %%
@@ -855,15 +876,15 @@ print(
 
 # %% [markdown]
 # **3. How informative must features be?**
-# Simulate the screen again with `feature_informativeness=0.0` (pure-noise features, chapter 3), train ST with its gene features and compare its discrimination with the chapter's.
+# Simulate the screen again with `feature_informativeness=0.0` (pure-noise features, chapter 3; with the same seed the cells are the same, only the features change), train ST with those features and compare its discrimination with the chapter's.
 # What does a model do with features that say nothing?
 
 # %% tags=["hide-cell"]
 # Solution. With noise features ST has nothing to transfer: its discrimination on unseen perturbations falls to
-# about that of the one-hot model (the exact numbers vary with the seed).
+# about the cell mean's level (the exact numbers vary with the seed).
 noise = simulate_perturbseq(params, seed=0, feature_informativeness=0.0, **KNOBS)
 noise_features = perturbation_features(noise.obs[PERT].unique(), noise)
-noise_model, _ = train_st(noise_features, steps=by_mode(full=400, fast=30))
+noise_model, _ = train_st(noise_features)
 noise_pred = predict(
     noise_model, template, train, noise_features, seed=0, progress=False
 )
@@ -872,6 +893,36 @@ with warnings.catch_warnings():
     print(
         leaderboard(
             {"cell mean": baselines["cell mean"], "ST, noise features": noise_pred},
+            real,
+        )
+        .round(3)
+        .to_string()
+    )
+
+# %% [markdown]
+# **4. Whose controls?**
+# ST's prediction carries its own predicted control cells, the baselines the real ones, and each side's effects are measured against its own controls.
+# Score ST's perturbed cells followed by the real control cells, and compare with the table of the chapter.
+
+# %% tags=["hide-cell"]
+# Solution. Only the control rows change. With the real controls, ST's effects are measured from the real control
+# profile, so any bias of its predicted cells (the same for every perturbation) becomes part of every effect:
+# compare the DES and discrimination columns of the two rows.
+real_controls = real[(real.obs[PERT] == CONTROL).to_numpy()].copy()
+real_controls.X = real_controls.X.toarray()
+del real_controls.layers["counts"]
+st_real_controls = ad.concat(
+    [st_pred[(st_pred.obs[PERT] != CONTROL).to_numpy()], real_controls]
+)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    print(
+        leaderboard(
+            {
+                "cell mean": baselines["cell mean"],
+                "ST": st_pred,
+                "ST, real controls": st_real_controls,
+            },
             real,
         )
         .round(3)
