@@ -576,8 +576,26 @@ glue("spread_mse", spread["MSE"], display=False)
 glue("spread_real", spread["real"], display=False)
 assert spread["MSE"] < 0.5 * spread["energy"]
 
+# Genes whose output the ReLU holds at 0 for every predicted cell, and the real mean of those genes
+real_controls_mean = np.asarray(real[(real.obs[PERT] == CONTROL).to_numpy()].X.mean(0))
+dead = {
+    name: np.asarray(pred.X == 0).all(axis=0)
+    for name, pred in (("energy", st_pred), ("MSE", mse_pred))
+}
+print({name: int(genes.sum()) for name, genes in dead.items()}, "genes always 0")
+glue("dead_mse", int(dead["MSE"].sum()), display=False)
+glue("dead_energy", int(dead["energy"].sum()), display=False)
+glue(
+    "dead_mse_level",
+    float(real_controls_mean.ravel()[dead["MSE"]].mean()),
+    display=False,
+)
+if not FAST:
+    assert dead["MSE"].sum() > 10 * max(1, dead["energy"].sum())
+
 # %% [markdown]
 # The MSE-trained model's cells of one perturbation spread by {glue:text}`spread_mse:.3f` per gene, the energy-trained model's by {glue:text}`spread_energy:.3f` and the real cells by {glue:text}`spread_real:.3f`: the MSE model predicts one average cell, as step 6 said it would.
+# It also predicts exactly 0, in every cell, for {glue:text}`dead_mse` of the 500 genes (the energy-trained model for {glue:text}`dead_energy`), genes whose real mean is {glue:text}`dead_mse_level:.2f`: once the output of a gene falls below zero before the ReLU, the ReLU passes no gradient and nothing brings it back, a "dead" output.
 #
 # The other ablations, with three seeds each, run in `bench/st_experiments.py` ({glue:text}`bench_minutes:.0f` minutes on two CPU cores; `python bench/st_experiments.py` regenerates `bench/results/st_experiments.csv`, which the chapter reads).
 # Each variant changes one thing in the chapter's recipe: one-hot features, the MSE loss, sets of 8 or of 128 cells (with the same number of cells per update), no residual, Arc's gene-space residual with its bottleneck, and four times as many updates.
@@ -668,7 +686,7 @@ glue("bench_minutes", settings["seconds"]["ablation"] / 60, display=False)
 # %% [markdown]
 # What the ablations teach (mean 2025 scores over the seeds; the chapter's recipe scores {glue:text}`bench_st:.3f`, the linear model on the same features {glue:text}`bench_linear:.3f`):
 #
-# - **The loss.** With the MSE the score is {glue:text}`bench_mse:.3f`: collapsed cells are a poor prediction of a population, and their mean profiles are further off too (MAE {glue:text}`bench_mse_mae:.3f` against {glue:text}`bench_st_mae:.3f`), where step 6 would expect the average to be right; this chapter does not pin down why.
+# - **The loss.** With the MSE the score is {glue:text}`bench_mse:.3f`: collapsed cells are a poor prediction of a population, and their mean profiles are further off too (MAE {glue:text}`bench_mse_mae:.3f` against {glue:text}`bench_st_mae:.3f`), where step 6 would expect the average to be right: the dead outputs above.
 # - **The residual.** Without it the score is {glue:text}`bench_nores:.3f`, no different within the spread of the seeds: the control reaches the output through its token anyway. Arc's gene-space residual with its bottleneck scores {glue:text}`bench_all:.3f`: every predicted cell passes through 62 numbers *after* the control was added back, which throws away most of what the residual kept. That design is meant for 18,080 genes, where the bottleneck is 2,260 wide.
 # - **The set size.** Sets of 8 ({glue:text}`bench_s8:.3f`) and of 128 cells ({glue:text}`bench_s128:.3f`), with the same number of cells per update, both do worse than 32: a distance between two sets of 8 is a noisy estimate, and a group of 100 training cells fills one set of 128 (28 cells drawn again), so an update holds two sets, two perturbations instead of eight.
 # - **Features.** One-hot vectors ({glue:text}`bench_onehot:.3f`) cannot describe an unseen gene.
