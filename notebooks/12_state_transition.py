@@ -529,7 +529,7 @@ with warnings.catch_warnings():
     )
 onehot_board.round(3)
 
-# %%
+# %% tags=["hide-input"]
 glue("onehot_2025", float(onehot_board.loc["ST, one-hot", "score_2025"]), display=False)
 glue(
     "onehot_disc",
