@@ -38,11 +38,10 @@ import torch
 from vcell_lib.baselines import baseline_predictions
 from vcell_lib.compare import leaderboard
 from vcell_lib.data import CONTROL, PERT, assign_split, half_split, normalize_log1p, split_by_perturbation
-from vcell_lib.env import set_seed, versions
-from vcell_lib.models.st import StateTransition, STConfig
-from vcell_lib.models.st_data import STSets, perturbation_features, predict, st_loss
+from vcell_lib.env import versions
+from vcell_lib.models.st import STConfig
+from vcell_lib.models.st_data import perturbation_features, predict, train_st
 from vcell_lib.simulate import SimulationParams, simulate_perturbseq
-from vcell_lib.train import TrainConfig, fit
 
 RESULTS = Path(__file__).parent / "results"
 KNOBS = {"shared_response": 0.3, "program_shift": 0.3, "n_gene_features": 16}  # chapter 03's, as in chapter 12
@@ -73,15 +72,6 @@ def held_out_screen(params: SimulationParams, test: float) -> tuple[ad.AnnData, 
     return simulated, train, real, resample
 
 
-def train_st(train: ad.AnnData, features: pd.DataFrame, seed: int, steps: int, sets_per_batch: int, **changes):
-    """Chapter 12's recipe: STConfig.small, Adam-W at LR, warm-up then cosine, `steps` updates."""
-    set_seed(seed)
-    model = StateTransition(STConfig.small(train.n_vars, features.shape[1], **changes))
-    sets = STSets(train, features, set_size=model.config.cell_set_len, sets_per_batch=sets_per_batch, seed=seed)
-    fit(model, sets, st_loss, TrainConfig(max_steps=steps, lr=LR, seed=seed, progress=False, val_every=10**9))
-    return model
-
-
 def scored(predictions: dict[str, ad.AnnData], real: ad.AnnData, **columns) -> pd.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -106,7 +96,8 @@ def ablations(seeds: int, steps: int) -> list[pd.DataFrame]:
     for seed in range(seeds):
         for name, (changes, kind, per_batch, factor) in VARIANTS.items():
             start = time.perf_counter()
-            model = train_st(train, tables[kind], seed, steps * factor, per_batch, **changes)
+            model, _ = train_st(train, tables[kind], steps=steps * factor, lr=LR, sets_per_batch=per_batch, seed=seed,
+                                progress=False, **changes)  # fmt: skip
             pred = predict(model, real, train, tables[kind], seed=seed, progress=False)
             row = scored({"cell mean": cell_mean, name: pred}, real, experiment="ablation", seed=seed)
             rows.append(row[row["model"] == name].assign(seconds=time.perf_counter() - start))
@@ -125,7 +116,8 @@ def learning_curve(seeds: int, steps: int, sizes: tuple[int, ...] = (6, 12, 24, 
         for size in sizes:
             chosen = np.random.default_rng(seed).choice(perts, size, replace=False)
             train = train_all[train_all.obs[PERT].isin([*chosen, CONTROL]).to_numpy()].copy()
-            model = train_st(train, features, seed, steps, SETS_PER_BATCH)
+            model, _ = train_st(train, features, steps=steps, lr=LR, sets_per_batch=SETS_PER_BATCH, seed=seed,
+                                progress=False)  # fmt: skip
             baselines = baseline_predictions(train, real, features=features)
             predictions = {"ST": predict(model, real, train, features, seed=seed, progress=False)} | {
                 name: baselines[name] for name in ("cell mean", "perturbation mean", "linear")

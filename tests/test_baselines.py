@@ -10,6 +10,7 @@ import pytest
 
 from vcell_lib.baselines import (
     baseline_predictions,
+    calibrated_transfer_baseline,
     cell_mean_baseline,
     control_mean_baseline,
     linear_baseline,
@@ -257,6 +258,12 @@ def test_baseline_predictions_cover_every_cell_type_of_the_test_cells():
     train, real = norm[~is_test].copy(), norm[is_test | is_control].copy()
     predictions = baseline_predictions(train, real)
     assert list(predictions) == ["control mean", "cell mean", "perturbation mean", "linear"]
+    calibrated = baseline_predictions(train, real, calibrated=True)["calibrated transfer"]
+    for context in ("context_A", "context_B"):  # the same as calibrated_transfer_baseline for that cell type
+        real_c = real[real.obs["cell_type"] == context].copy()
+        counts = real_c.obs["target_gene"].value_counts().drop(CONTROL).sort_index()
+        alone = calibrated_transfer_baseline(train, counts, controls=real_c)
+        np.testing.assert_allclose(calibrated[calibrated.obs["cell_type"] == context].X, alone.X, atol=1e-6)
     for name, pred in predictions.items():
         for context in ("context_A", "context_B"):
             part = pred[pred.obs["cell_type"] == context]
@@ -271,3 +278,35 @@ def test_baseline_predictions_cover_every_cell_type_of_the_test_cells():
                 np.testing.assert_allclose(part.X, alone(train_c, counts.sort_index(), controls=real_c).X, atol=1e-6)
     with pytest.raises(ValueError, match="obs columns \\['cell_type'\\]"):
         baseline_predictions(train, real.copy().__class__(X=real.X, obs=real.obs[["target_gene"]], var=real.var))
+
+
+def test_calibrated_transfer_rescales_effects_seen_elsewhere_gene_by_gene():
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(6)]
+    base_a, base_c = rng.uniform(1.0, 2.0, 6), rng.uniform(1.0, 2.0, 6)
+    scale = np.array([2.0, 0.5, 1.0, 1.5, 0.0, 1.0])  # C's response to A's effect, gene by gene
+    effects = {f"P{i}": rng.normal(0, 0.3, 6) * (np.arange(6) != 5) for i in range(5)}  # G5: never moved
+    a = cells_from_profiles({CONTROL: base_a} | {p: base_a + e for p, e in effects.items()}, 4, genes)
+    shots = ["P0", "P1", "P2"]  # measured in C too
+    c = cells_from_profiles({CONTROL: base_c} | {p: base_c + scale * effects[p] for p in shots}, 4, genes)
+    a.obs["cell_type"], c.obs["cell_type"] = "A", "C"
+    train = ad.concat([a, c], index_unique="-")
+    target = c[c.obs["target_gene"] == CONTROL].copy()
+    counts = {"P0": 2, "P3": 2, "X9": 2}
+    pred = calibrated_transfer_baseline(train, counts, controls=target, shrinkage=0.0)
+    assert np.isfinite(pred.X).all()  # G5 (no evidence, 0/0) keeps the factor 1
+    rows = pd.DataFrame(pred.X, index=pred.obs["target_gene"].to_numpy(), columns=genes)
+    np.testing.assert_allclose(rows.loc["P3"].iloc[0], base_c + scale * effects["P3"], atol=1e-5)  # rescaled
+    np.testing.assert_allclose(rows.loc["P0"].iloc[0], base_c + scale * effects["P0"], atol=1e-5)  # its own effect
+    plain = perturbation_mean_baseline(train, counts, controls=target)
+    np.testing.assert_allclose(pred.X[rows.index == "X9"], plain.X[rows.index == "X9"], atol=1e-6)  # never seen
+    shrunk = calibrated_transfer_baseline(train, counts, controls=target, shrinkage=1e6)  # factors -> 1
+    plain_p3 = np.asarray(plain.X)[plain.obs["target_gene"].to_numpy() == "P3"]
+    np.testing.assert_allclose(np.asarray(shrunk.X)[rows.index == "P3"], plain_p3, atol=1e-4)
+    no_shots = train[(train.obs["cell_type"] == "A").to_numpy() | (train.obs["target_gene"] == CONTROL).to_numpy()]
+    alone = calibrated_transfer_baseline(no_shots.copy(), {"P3": 2}, controls=target)
+    np.testing.assert_allclose(alone.X[0], base_c + effects["P3"], atol=1e-5)  # no few-shot: the plain transfer
+    with pytest.raises(ValueError, match="one cell type"):
+        calibrated_transfer_baseline(train, counts, controls=train)
+    with pytest.raises(ValueError, match="shrinkage"):
+        calibrated_transfer_baseline(train, counts, controls=target, shrinkage=-1)

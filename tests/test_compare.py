@@ -4,12 +4,13 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 from vcell_lib import metrics, vcc2026
 from vcell_lib.baselines import cell_mean_baseline, control_mean_baseline
 from vcell_lib.compare import SCORE_COLUMNS, leaderboard
-from vcell_lib.data import CELL_TYPE, CONTROL, PERT, half_split, normalize_log1p
+from vcell_lib.data import CELL_TYPE, CONTROL, PERT, half_split, normalize_log1p, select_perturbations
 from vcell_lib.simulate import SimulationParams, simulate_perturbseq
 
 
@@ -61,12 +62,36 @@ def test_leaderboard_equals_the_two_suites_context_by_context(two_contexts):
         only_b = leaderboard(predictions, real[real.obs[CELL_TYPE] == "context_B"].copy())
     assert only_b.loc["resample", "score_2025"] == pytest.approx(b_score, abs=1e-12)
     assert only_b.loc["cell mean", "score_2026"] == pytest.approx(b_2026, abs=1e-12)
+    anchors = pd.DataFrame(table.attrs["anchors_2026"]).T
+    assert len(pd.concat([table, only_b])) == 2 * len(table)  # the attrs do not stop tables from concatenating
+    assert set(anchors.index) == {(c, a) for c in ("context_A", "context_B") for a in ("baseline b", "replicate r")}
+    replicate_b = vcc2026.replicate(real_counts)[anchors.columns]
+    np.testing.assert_allclose(anchors.loc[("context_B", "replicate r")], replicate_b)
     assert only_b.loc["resample", "mae"] == pytest.approx(tables["resample"]["mae"].mean(), abs=1e-12)
     # the full table is the mean of the two contexts' tables
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         only_a = leaderboard(predictions, real[real.obs[CELL_TYPE] == "context_A"].copy())
     np.testing.assert_allclose(table.to_numpy(), (only_a.to_numpy() + only_b.to_numpy()) / 2, atol=1e-12)
+
+
+def test_leaderboard_on_some_perturbations_scores_only_those(two_contexts):
+    real, predictions = two_contexts
+    some = sorted(set(real.obs[PERT]) - {CONTROL})[1:]  # 5 of 6 (fewer leave no measurable effect here)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = leaderboard(predictions, real, perturbations=some)
+        by_hand = leaderboard(
+            {n: select_perturbations(p, some) for n, p in predictions.items()}, select_perturbations(real, some)
+        )
+    pd.testing.assert_frame_equal(table, by_hand)
+    with pytest.raises(ValueError, match="real: .*have no cells"):
+        leaderboard(predictions, real, perturbations=["not a perturbation"])
+    lacking = {**predictions, "cell mean": select_perturbations(predictions["cell mean"], some[1:])}
+    with pytest.raises(ValueError, match="cell mean: .*have no cells"):
+        leaderboard(lacking, real, perturbations=some)
+    with pytest.raises(TypeError, match="list of names"):
+        leaderboard(predictions, real, perturbations=some[0])
 
 
 def test_leaderboard_errors(two_contexts):

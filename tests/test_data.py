@@ -32,6 +32,7 @@ from vcell_lib.data import (
     select_perturbations,
     split_by_context,
     split_by_perturbation,
+    train_test_cells,
 )
 
 
@@ -355,6 +356,33 @@ def test_split_by_context_with_few_shot():
         split_by_context(adata, "D")
     with pytest.raises(ValueError, match="few_shot"):
         split_by_context(adata, "C", few_shot=1.2)
+
+
+def test_split_by_context_with_perturbations_never_seen():
+    adata = many_perts()
+    plain = split_by_context(adata, "C", few_shot=0.5, seed=1)
+    split = split_by_context(adata, "C", few_shot=0.5, unseen=0.4, seed=1)
+    assert split.test == plain.test and len(split.test) == 10  # the same test pairs, only train changes
+    never = {p for _, p in plain.test} - {p for _, p in split.train}
+    assert len(never) == 4  # 40% of the 10 test perturbations: in no cell type's training
+    assert plain.train - split.train == {(c, p) for c in "AB" for p in never}
+    assert {p for _, p in split.test} - never <= {p for _, p in split.train}  # the rest: seen in A and B
+    labels = assign_split(adata, split)
+    assert (
+        labels[adata.obs["target_gene"].isin(never).to_numpy() & (adata.obs["cell_type"] != "C").to_numpy()]
+        .eq("unused")
+        .all()
+    )
+    with pytest.raises(ValueError, match="unseen"):
+        split_by_context(adata, "C", unseen=1.5)
+    few = split_by_context(adata, "C", few_shot=0.8, unseen=0.125, seed=1)  # 4 test perturbations
+    assert len(few.test) == 4 and len({p for _, p in few.test} - {p for _, p in few.train}) == 1  # never 0
+    train, test = train_test_cells(adata, split)
+    pairs = lambda cells: set(map(tuple, cells.obs[["cell_type", "target_gene"]].astype(str).to_numpy()))  # noqa: E731
+    assert pairs(train) == set(split.train) | {(c, CONTROL) for c in "ABC"}  # every cell type's controls
+    assert pairs(test) == set(split.test) | {("C", CONTROL)}  # the controls of the held-out cell type only
+    controls_of_c = ((adata.obs["target_gene"] == CONTROL) & (adata.obs["cell_type"] == "C")).sum()
+    assert train.n_obs + test.n_obs == adata.n_obs - (labels == "unused").sum() + controls_of_c  # C's are in both
 
 
 def test_check_split_catches_leakage():

@@ -291,3 +291,32 @@ def test_judge_embedding_reads_labels_that_the_embedding_separates():
     assert list(table.index) == ["good", "shuffled", "majority guess"]
     assert list(table.columns) == ["kNN kind", "kNN noise", "silhouette kind", "silhouette noise"]
     assert table.loc["good", "kNN kind"] == 1.0 > table.loc["shuffled", "kNN kind"]
+
+
+def test_train_se_trains_a_model_in_one_call_and_checks_its_inputs():
+    from vcell_lib.data import BATCH, normalize_log1p
+    from vcell_lib.simulate import simulate_perturbseq
+
+    adata = normalize_log1p(
+        simulate_perturbseq(seed=0, n_genes=120, n_perturbations=4, cells_per_perturbation=10, n_gene_features=8)
+    )
+    config = se.SEConfig.tiny(8, n_datasets=2)
+    model, history = se.train_se(adata, config=config, steps=30, lr=3e-3, dataset_col=BATCH, progress=False)
+    assert history.steps == 30 and not model.training and model.genes == list(adata.var_names)
+    assert np.mean(history.train_loss[-5:]) < np.mean(history.train_loss[:5])  # it learned something
+    again, _ = se.train_se(adata, config=config, steps=30, lr=3e-3, dataset_col=BATCH, progress=False)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)  # same seed, same model
+    small, _ = se.train_se(adata, steps=1, progress=False)  # SEConfig.small at the features' width
+    assert small.config.token_dim == 8 and small.config.d_model == se.SEConfig.small(8).d_model
+    assert se.embed_cells(model, adata, progress=False).shape == (adata.n_obs, 16 + se.DATASET_EMBEDDING_DIM)
+    with pytest.raises(ValueError, match="one row per gene"):
+        se.train_se(adata, np.zeros((3, 8)), steps=1, progress=False)
+    with pytest.raises(ValueError, match="not a column"):
+        se.train_se(adata, steps=1, dataset_col="nope", progress=False)
+    adata.obs["batch"] = adata.obs["batch"].astype("category").cat.add_categories(["unused"])
+    with_unused, _ = se.train_se(adata, steps=1, dataset_col=BATCH, progress=False)  # counted as SEBatches does
+    assert with_unused.config.n_datasets == 3
+    del adata.varm["gene_features"]
+    with pytest.raises(ValueError, match="gene_features"):
+        se.train_se(adata, steps=1, progress=False)

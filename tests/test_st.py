@@ -204,6 +204,62 @@ def test_st_matches_arc_state(arc, tmp_path, output_space, basal_mlp, n_batches,
     assert largest < 1e-5
 
 
+def test_st_on_embeddings_with_a_gene_decoder_matches_arc_state(arc, tmp_path):
+    """Arc's ST on cell embeddings (embed_key="X_state") with its LatentToGeneDecoder: same latent, same genes."""
+    model_class, _ = arc
+    width, n_genes = 12, 9  # an embedding of 12 dimensions decoded to 9 genes
+    torch.manual_seed(0)
+    decoder_cfg = dict(latent_dim=width, gene_dim=n_genes, hidden_dims=[16, 8], dropout=0.1, residual_decoder=False)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = model_class(
+            input_dim=width, hidden_dim=32, output_dim=width, pert_dim=PERT_DIM, gene_dim=n_genes,
+            embed_key="X_state", output_space="gene", cell_set_len=CELLS, n_encoder_layers=2, n_decoder_layers=2,
+            decoder_cfg=decoder_cfg, decoder_weight=0.5, loss="energy", distributional_loss="energy",
+            transformer_backbone_key="llama", transformer_backbone_kwargs=llama_kwargs(),
+        )  # fmt: skip
+    assert theirs.gene_decoder is not None
+    randomize(theirs)
+    theirs.eval()
+    torch.save({"state_dict": theirs.state_dict(), "hyper_parameters": dict(theirs.hparams)}, tmp_path / "st.ckpt")
+    ours = st.load_arc_checkpoint(tmp_path / "st.ckpt")
+    c = ours.config
+    assert (c.decoder_genes, c.decoder_hidden, c.decoder_weight) == (n_genes, (16, 8), 0.5)
+
+    basal, pert = torch.randn(SETS, CELLS, width), torch.randn(SETS, CELLS, PERT_DIM)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        latent = theirs({"ctrl_cell_emb": basal.reshape(-1, width), "pert_emb": pert.reshape(-1, PERT_DIM)})
+        genes = theirs.gene_decoder(latent)
+        our_latent = ours(basal, pert)
+        our_genes = ours.decode(our_latent)
+    assert (our_latent < 0).any()  # an embedding keeps its sign: no ReLU before the decoder
+    assert (genes > 0).float().mean() > 0.2 and (genes == 0).any()  # the decoder's ReLU
+    largest = max((our_latent.reshape(-1, width) - latent).abs().max().item(),
+                  (our_genes.reshape(-1, n_genes) - genes).abs().max().item())  # fmt: skip
+    print(f"largest difference from arc-state on embeddings with a gene decoder: {largest:.2e}")
+    assert largest < 1e-5
+
+
+def test_the_gene_decoder_adds_its_weighted_loss():
+    torch.manual_seed(0)
+    model = st.StateTransition(
+        st.STConfig.tiny(8, PERT_DIM, output_space="gene", decoder_genes=5, decoder_hidden=(8,), decoder_weight=0.5)
+    )
+    basal, pert = torch.randn(2, 4, 8), torch.randn(2, 4, PERT_DIM)
+    target, genes = torch.randn(2, 4, 8), torch.rand(2, 4, 5)
+    pred = model(basal, pert)
+    expected = energy_distance(pred, target).mean() + 0.5 * energy_distance(model.decode(pred), genes).mean()
+    assert torch.allclose(model.loss(pred, target, genes), expected)
+    with pytest.raises(ValueError, match="target_genes of shape"):
+        model.loss(pred, target)
+    plain = st.StateTransition(st.STConfig.tiny(8, PERT_DIM, output_space="gene"))
+    with pytest.raises(ValueError, match="no gene decoder"):
+        plain.decode(pred)
+    with pytest.raises(ValueError, match="no gene decoder"):
+        plain.loss(pred, target, genes)
+
+
 def test_unsupported_checkpoints_are_refused(arc, tmp_path):
     model_class, _ = arc
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -226,7 +282,7 @@ def test_unsupported_checkpoints_are_refused(arc, tmp_path):
             st.load_arc_checkpoint(tmp_path / "bad.ckpt")
     decoder = {**saved["state_dict"], "gene_decoder.decoder.0.weight": torch.zeros(2, 2)}
     torch.save({**saved, "state_dict": decoder}, tmp_path / "bad.ckpt")
-    with pytest.raises(ValueError, match="gene decoder"):
+    with pytest.raises(ValueError, match="gene decoder .* on expression"):
         st.load_arc_checkpoint(tmp_path / "bad.ckpt")
     torch.save({"state_dict": saved["state_dict"]}, tmp_path / "bad.ckpt")
     with pytest.raises(ValueError, match="not a Lightning checkpoint"):

@@ -13,7 +13,15 @@ from torch import nn
 
 from vcell_lib.data import BATCH, CELL_TYPE, CONTROL, PERT
 from vcell_lib.models import st
-from vcell_lib.models.st_data import PREDICTION_MAX, STSets, perturbation_features, predict, st_loss
+from vcell_lib.models.st_data import (
+    PREDICTION_MAX,
+    STSets,
+    control_fallback,
+    perturbation_features,
+    predict,
+    st_loss,
+    train_st,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -336,3 +344,81 @@ def test_a_tiny_st_trained_on_simulated_sets_lowers_its_loss():
     template = adata[adata.obs[PERT] != CONTROL][:50]
     pred = predict(model, template, adata, features, progress=False)
     assert pred.shape == template.shape and np.isfinite(pred.X).all() and pred.X.min() >= 0
+
+
+def test_sets_and_predictions_on_cell_embeddings_with_a_gene_decoder():
+    adata = two_cell_types()
+    rng = np.random.default_rng(0)
+    adata.obsm["X_emb"] = rng.normal(size=(adata.n_obs, 6)).astype(np.float32)  # an embedding of 6 dimensions
+    features = perturbation_features(adata.obs[PERT].unique())
+    sets = STSets(adata, features, set_size=4, sets_per_batch=3, embed_key="X_emb")
+    seen, _ = one_pass(sets)
+    assert seen["basal"].shape[-1] == 6 and seen["target_genes"].shape[-1] == N_GENES
+    np.testing.assert_array_equal(seen["target"], adata.obsm["X_emb"][seen["target_index"].numpy()])
+    np.testing.assert_array_equal(seen["basal"], adata.obsm["X_emb"][seen["basal_index"].numpy()])
+    np.testing.assert_array_equal(seen["target_genes"], adata.X.toarray()[seen["target_index"].numpy()])
+
+    torch.manual_seed(0)
+    config = st.STConfig.tiny(8, features.shape[1], output_space="gene", cell_set_len=4)
+    model = st.StateTransition(
+        st.STConfig(**{**config.__dict__, "n_genes": 6, "decoder_genes": N_GENES, "decoder_hidden": (8,)})
+    )
+    batch = next(iter(sets))
+    loss = st_loss(model, batch)
+    pred = model(batch["basal"], batch["pert"])
+    expected = model.loss(pred, batch["target"], batch["target_genes"])
+    assert torch.allclose(loss, expected)
+    plain = st.StateTransition(st.STConfig(**{**config.__dict__, "n_genes": 6}))
+    with pytest.raises(ValueError, match="no gene decoder"):  # embedding sets need a model with a decoder
+        st_loss(plain, batch)
+
+    template = adata[adata.obs[PERT] != CONTROL].copy()
+    out = predict(model, template, adata, features, embed_key="X_emb", progress=False)
+    assert out.shape == template.shape and out.X.min() >= 0 and np.isfinite(out.X).all()
+    reordered = template[:, template.var_names[::-1]].copy()  # the decoder's genes are found by name
+    out_reordered = predict(model, reordered, adata, features, embed_key="X_emb", progress=False)
+    np.testing.assert_allclose(out_reordered.X, out.X[:, ::-1], atol=1e-6)
+    with pytest.raises(ValueError, match="not among the decoder's"):
+        other = template.copy()
+        other.var_names = [f"x{i}" for i in range(other.n_vars)]
+        predict(model, other, adata, features, embed_key="X_emb", progress=False)
+    with pytest.raises(ValueError, match="the decoder writes"):
+        predict(model, template, adata[:, :5].copy(), features, embed_key="X_emb", progress=False)
+    with pytest.raises(ValueError, match="needs embed_key"):
+        predict(model, template, adata, features, progress=False)
+    with pytest.raises(ValueError, match="obsm has no 'X_missing'"):
+        predict(model, template, adata, features, embed_key="X_missing", progress=False)
+    with pytest.raises(ValueError, match="obsm has no 'X_missing'"):
+        STSets(adata, features, set_size=4, embed_key="X_missing")
+    adata.obsm["X_emb"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        STSets(adata, features, set_size=4, embed_key="X_emb")
+
+
+def test_control_fallback_gives_unknown_perturbations_the_controls_vector():
+    features = perturbation_features(["P1", "P2"])
+    with pytest.warns(UserWarning, match="2 perturbations get the control's vector"):
+        table = control_fallback(features, ["P1", "P3", "P4", "P3"])
+    assert list(table.index) == [*features.index, "P3", "P4"] and table.dtypes.eq(np.float32).all()
+    pd.testing.assert_frame_equal(table.loc[list(features.index)], features)
+    for p in ("P3", "P4"):
+        np.testing.assert_array_equal(table.loc[p], features.loc[CONTROL])
+    with pytest.raises(ValueError, match="no row for the control"):
+        control_fallback(features.drop(index=CONTROL), ["P3"])
+
+
+def test_train_st_in_one_call_on_expression_or_embeddings():
+    adata = two_cell_types()
+    features = perturbation_features(adata.obs[PERT].unique())
+    sizes = dict(hidden_dim=16, n_heads=2, ffn_dim=32, cell_set_len=4)
+    model, history = train_st(adata, features, steps=30, lr=3e-3, sets_per_batch=4, progress=False, **sizes)
+    assert history.steps == 30 and not model.training and model.config.n_genes == N_GENES
+    assert np.mean(history.train_loss[-5:]) < np.mean(history.train_loss[:5])
+    again, _ = train_st(adata, features, steps=30, lr=3e-3, sets_per_batch=4, progress=False, **sizes)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)  # same seed, same model
+    adata.obsm["X_emb"] = np.random.default_rng(0).normal(size=(adata.n_obs, 6)).astype(np.float32)
+    on_embeddings, _ = train_st(adata, features, steps=2, embed_key="X_emb", progress=False, **sizes)
+    assert (on_embeddings.config.n_genes, on_embeddings.config.decoder_genes) == (6, N_GENES)
+    with pytest.raises(ValueError, match="obsm has no 'X_nope'"):
+        train_st(adata, features, steps=2, embed_key="X_nope", progress=False)

@@ -25,6 +25,7 @@ from vcell_lib.data import CELL_TYPE, CONTROL, PERT, ensure_log1p, perturbation_
 __all__ = [
     "RIDGE_GRID",
     "baseline_predictions",
+    "calibrated_transfer_baseline",
     "cell_mean_baseline",
     "control_mean_baseline",
     "linear_baseline",
@@ -275,6 +276,56 @@ def perturbation_mean_baseline(
     return t.prediction(np.vstack(rows) + t.target_control)
 
 
+def calibrated_transfer_baseline(
+    train: ad.AnnData,
+    counts: Counts,
+    *,
+    controls: ad.AnnData,
+    shrinkage: float = 0.1,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
+) -> ad.AnnData:
+    """Effects seen in other cell types, rescaled gene by gene to the target cell type. Taught in chapter 13.
+
+    The target cell type is that of `controls`. Its few-shot perturbations, measured both in it (effect y) and in
+    other cell types (mean effect x), give each gene a factor s = (sum x*y + shrinkage) / (sum x*x + shrinkage):
+    least squares through the origin, shrunk toward 1 (no rescaling) by `shrinkage`, which is in the units of
+    sum x*x (squared log1p effects summed over the few-shot perturbations): the default 0.1 suits the simulator's
+    effects of a few tenths; smaller effects need a smaller one. A perturbation measured in
+    other cell types is predicted as the target's control profile plus s * x; one measured in the target itself
+    gets its own effect; one never measured gets the mean effect, as in `perturbation_mean_baseline`. Without
+    few-shot perturbations every factor is 1: the plain transfer (`perturbation_mean_baseline`).
+    """
+    if not np.isfinite(shrinkage) or shrinkage < 0:
+        raise ValueError(f"shrinkage must be >= 0, got {shrinkage!r}")
+    if context_col not in train.obs.columns or context_col not in controls.obs.columns:
+        raise ValueError(f"train and controls need the cell type column {context_col!r} (context_col)")
+    targets = pd.unique(controls.obs[context_col].astype(str))
+    if len(targets) != 1:
+        raise ValueError(f"controls must hold one cell type, the target; it holds {list(targets)[:5]}")
+    t = _Training.check(train, counts, controls, pert_col, control)
+    measured = perturbation_effects(t.train, pert_col=pert_col, control=control, context_col=context_col)
+    in_context = measured.index.get_level_values(context_col).astype(str) == targets[0]
+    own = measured[in_context].droplevel(context_col)
+    elsewhere = measured[~in_context].groupby(level=pert_col).mean()
+    shared = own.index.intersection(elsewhere.index)
+    x, y = elsewhere.loc[shared].to_numpy(), own.loc[shared].to_numpy()
+    # A gene that no shared perturbation moves elsewhere (sum x*x = 0) has no evidence: with shrinkage 0, factor 1.
+    evidence = (x * x).sum(axis=0) + shrinkage
+    factor = np.divide((x * y).sum(axis=0) + shrinkage, evidence, out=np.ones(x.shape[1]), where=evidence > 0)
+    mean_effect = t.effects(context_col).mean(axis=0).to_numpy()
+    rows = []
+    for p in t.counts.index:
+        if p in own.index:
+            rows.append(own.loc[p].to_numpy())
+        elif p in elsewhere.index:
+            rows.append(factor * elsewhere.loc[p].to_numpy())
+        else:
+            rows.append(mean_effect)
+    return t.prediction(np.vstack(rows) + t.target_control)
+
+
 def linear_baseline(
     train: ad.AnnData,
     counts: Counts,
@@ -352,6 +403,7 @@ def baseline_predictions(
     *,
     features: pd.DataFrame | None = None,
     ridge: float | None = None,
+    calibrated: bool = False,
     pert_col: str = PERT,
     control: str = CONTROL,
     context_col: str = CELL_TYPE,
@@ -363,13 +415,15 @@ def baseline_predictions(
     perturbation mean and the linear model from all of `train` (effects measured within cell types), the
     linear model on `features` when given (see `linear_baseline`), else on its PCA gene embeddings, with its
     `ridge` chosen by leave-one-perturbation-out cross-validation unless given.
-    Returns {"control mean", "cell mean", "perturbation mean", "linear"} -> AnnData with `pert_col` and
-    `context_col` in obs, cell types in `real`'s order of appearance.
+    `calibrated=True` adds the "calibrated transfer" (`calibrated_transfer_baseline`, chapter 13).
+    Returns {"control mean", "cell mean", "perturbation mean", "linear"[, "calibrated transfer"]} -> AnnData with
+    `pert_col` and `context_col` in obs, cell types in `real`'s order of appearance.
     """
     missing = [c for c in (pert_col, context_col) if c not in real.obs.columns or c not in train.obs.columns]
     if missing:
         raise ValueError(f"train and real need the obs columns {missing} (pert_col, context_col)")
-    parts: dict[str, list[ad.AnnData]] = {"control mean": [], "cell mean": [], "perturbation mean": [], "linear": []}
+    names = ["control mean", "cell mean", "perturbation mean", "linear"] + ["calibrated transfer"] * calibrated
+    parts: dict[str, list[ad.AnnData]] = {name: [] for name in names}
     for context in pd.unique(real.obs[context_col].astype(str)):
         real_c = real[(real.obs[context_col].astype(str) == context).to_numpy()]
         train_c = train[(train.obs[context_col].astype(str) == context).to_numpy()]
@@ -384,6 +438,10 @@ def baseline_predictions(
             "perturbation mean": perturbation_mean_baseline(train, counts, context_col=context_col, **shared),
             "linear": linear_baseline(train, counts, ridge=ridge, features=features, context_col=context_col, **shared),
         }
+        if calibrated:
+            built["calibrated transfer"] = calibrated_transfer_baseline(
+                train, counts, context_col=context_col, **shared
+            )
         for name, prediction in built.items():
             prediction.obs[context_col] = context
             prediction.obs_names = [f"{context}_{i}" for i in range(prediction.n_obs)]

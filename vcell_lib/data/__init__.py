@@ -42,6 +42,7 @@ from vcell_lib.data.splits import (
     select_perturbations,
     split_by_context,
     split_by_perturbation,
+    train_test_cells,
 )
 
 __all__ = [
@@ -76,4 +77,5 @@ __all__ = [
     "shipped_file",
     "split_by_context",
     "split_by_perturbation",
+    "train_test_cells",
 ]

@@ -91,6 +91,7 @@ def split_by_context(
     *,
     few_shot: float = 0.0,
     val: float = 0.0,
+    unseen: float = 0.0,
     seed: int = 0,
     pert_col: str = PERT,
     control: str = CONTROL,
@@ -100,10 +101,14 @@ def split_by_context(
 
     Every perturbation of the other cell types is in train. Of the held-out cell type's perturbations,
     a `few_shot` fraction goes to train, a `val` fraction to val and the rest to test, as in the
-    challenge (a new cell type with a few of its perturbations shown).
+    challenge (a new cell type with a few of its perturbations shown). An `unseen` fraction of the test
+    perturbations is left out of training in every cell type too (their other pairs are in no part):
+    perturbations never seen anywhere, which only a model that reads what a gene is can predict (chapter 13).
     """
     _check_fraction("few_shot", few_shot)
     _check_fraction("val", val)
+    if not 0 <= unseen <= 1:  # 1 is allowed: every test perturbation unseen anywhere
+        raise ValueError(f"unseen must be in [0, 1], got {unseen!r}")
     if few_shot + val >= 1:
         raise ValueError(f"few_shot + val must be < 1 to leave test perturbations, got {few_shot + val}")
     pairs = _pairs(adata, pert_col, control, context_col)
@@ -117,11 +122,36 @@ def split_by_context(
     n_shot, n_val = round(few_shot * len(target)), round(val * len(target))
     shot = {target[i] for i in order[:n_shot]}
     tune = {target[i] for i in order[n_shot : n_shot + n_val]}
+    test = [target[i] for i in order[n_shot + n_val :]]  # in random order: the first ones are never seen
+    n_never = max(1, round(unseen * len(test))) if unseen > 0 else 0  # asked for: at least one
+    never = {p for _, p in test[:n_never]}
     return Split(
-        train=frozenset([x for x in pairs if x[0] != held_out] + sorted(shot)),
+        train=frozenset([x for x in pairs if x[0] != held_out and x[1] not in never] + sorted(shot)),
         val=frozenset(tune),
-        test=frozenset(set(target) - shot - tune),
+        test=frozenset(test),
     )
+
+
+def train_test_cells(
+    adata: ad.AnnData,
+    split: Split,
+    *,
+    pert_col: str = PERT,
+    control: str = CONTROL,
+    context_col: str = CELL_TYPE,
+) -> tuple[ad.AnnData, ad.AnnData]:
+    """The training cells and the test cells of a split, as two AnnData. Taught in chapter 13.
+
+    Training: the cells of the train pairs and every control cell (the challenge gives the controls of every cell
+    type). Test: the cells of the test pairs and the control cells of the test's cell types, which the metrics
+    compare against. Val pairs and pairs in no part are in neither.
+    """
+    labels = assign_split(adata, split, pert_col=pert_col, control=control, context_col=context_col).to_numpy()
+    test_contexts = sorted({c for c, _ in split.test})
+    in_test_context = adata.obs[context_col].astype(str).isin(test_contexts).to_numpy()
+    train = adata[np.isin(labels, ["train", "control"])].copy()
+    test = adata[(labels == "test") | ((labels == "control") & in_test_context)].copy()
+    return train, test
 
 
 def assign_split(

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..env import set_seed
+from ..train import History, TrainConfig, fit
 from ._matrix import gather_rows, log1p_matrix
 from .layers import EncoderBlock, SkipBlock
 from .losses import energy_distance
@@ -46,6 +48,7 @@ __all__ = [
     "majority_accuracy",
     "predict_masked_genes",
     "read_depth",
+    "train_se",
     "training_batch",
 ]
 
@@ -439,6 +442,48 @@ class SEBatches:
             index = np.sort(order[start : start + self.batch_size])
             dataset = None if self.dataset is None else self.dataset[index]
             yield training_batch(gather_rows(self.X, index), self.vocabulary, self.config, self.rng, dataset=dataset)
+
+
+def train_se(
+    adata: ad.AnnData,
+    gene_embeddings: np.ndarray | Mapping[str, np.ndarray] | None = None,
+    *,
+    config: SEConfig | None = None,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    dataset_col: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[StateEmbedding, History]:
+    """Build and train an SE on the cells of `adata` in one call; returns (model, history). Taught in chapter 13.
+
+    Chapter 11's recipe: `SEBatches` of `batch_size` cells, `train.fit` for `steps` updates with AdamW at `lr`
+    (warm-up then cosine), no validation. `gene_embeddings` is one row per gene of `adata.var_names`, or
+    {gene: vector} (see `gene_table`), or None for `adata.varm["gene_features"]` (the simulator's).
+    `config` defaults to `SEConfig.small` at that width, with one dataset per category of `dataset_col`.
+    Embed cells afterwards with `embed_cells(model, adata)`.
+    """
+    if gene_embeddings is None:
+        if "gene_features" not in adata.varm:
+            raise ValueError("pass gene_embeddings (one row per gene), or an adata with varm['gene_features']")
+        gene_embeddings = adata.varm["gene_features"]
+    if isinstance(gene_embeddings, Mapping):
+        gene_embeddings = gene_table(list(adata.var_names), gene_embeddings)
+    table = np.asarray(gene_embeddings, dtype=np.float32)
+    if table.ndim != 2 or table.shape[0] != adata.n_vars:
+        raise ValueError(f"gene_embeddings must have one row per gene of adata ({adata.n_vars}), got {table.shape}")
+    if dataset_col is not None and dataset_col not in adata.obs:
+        raise ValueError(f"dataset_col {dataset_col!r} is not a column of adata.obs")
+    # as SEBatches codes them: one dataset per category, unused categories included
+    n_datasets = 1 if dataset_col is None else len(adata.obs[dataset_col].astype("category").cat.categories)
+    config = config or SEConfig.small(token_dim=table.shape[1], n_datasets=n_datasets)
+    set_seed(seed)
+    model = StateEmbedding(config, list(adata.var_names.astype(str)), table)
+    batches = SEBatches(adata, model, batch_size, dataset_col=dataset_col, seed=seed)
+    settings = TrainConfig(max_steps=steps, lr=lr, seed=seed, val_every=10**9, progress=progress)
+    history = fit(model, batches, lambda m, b: m.loss(b), settings)
+    return model.eval(), history
 
 
 # --- using a trained model ------------------------------------------------------------------------------------

@@ -15,6 +15,12 @@ project_out(h)`, in either space (the bottleneck is then unused).
 Both end in a ReLU (Arc applies it whenever there is no gene decoder), so predicted expression is never negative
 and often exactly zero. The loss is the energy distance between the predicted and the observed set, per set.
 
+ST can also read and write cell *embeddings* (Arc's `embed_key`, e.g. SE's `X_state`; chapter 13): then `n_genes`
+is the embedding's width, the output keeps its sign (no ReLU), and a gene decoder (`decoder_genes > 0`, Arc's
+`LatentToGeneDecoder`: Linear, LayerNorm, GELU, Dropout per hidden width, then Linear and ReLU) reads expression
+back from each predicted embedding; the loss adds the energy distance of the decoded sets to the observed
+expression (`decoder_weight`, Arc's default 1), trained through the whole model as Arc does by default.
+
 Differences from the reference, none of which changes a prediction: sets come in as (sets, S, genes) rather
 than flattened and cut to `cell_set_len`, so any S works; batches are integer codes (not one-hot); the loss is a
 mean over sets (the reference's `nanmean` would skip a set whose loss is NaN).
@@ -34,7 +40,7 @@ from torch import Tensor, nn
 from .layers import MLP, LlamaEncoder
 from .losses import energy_distance
 
-__all__ = ["ARC_NAMES", "STConfig", "StateTransition", "load_arc_checkpoint"]
+__all__ = ["ARC_NAMES", "GeneDecoder", "STConfig", "StateTransition", "load_arc_checkpoint"]
 
 _OUTPUT_SPACES = ("all", "gene")
 _LOSSES = ("energy", "mse")
@@ -66,6 +72,10 @@ class STConfig:
     attention_dropout: float = 0.0
     norm_eps: float = 1e-6  # RMSNorm's epsilon (rms_norm_eps)
     loss: str = "energy"  # "energy": energy distance per set (distributional_loss); "mse": mean squared error
+    decoder_genes: int = 0  # > 0: cells are embeddings of width n_genes, decoded to this many genes (gene_decoder)
+    decoder_hidden: tuple[int, ...] = (1024, 1024, 512)  # the decoder's hidden widths (state tx train's default)
+    decoder_weight: float = 1.0  # weight of the decoded expression's energy distance in the loss (decoder_weight)
+    decoder_dropout: float = 0.1  # dropout in the gene decoder (decoder_dropout)
 
     def __post_init__(self) -> None:
         for name in ("n_genes", "pert_dim", "hidden_dim", "n_layers", "n_heads", "ffn_dim", "cell_set_len"):
@@ -79,11 +89,16 @@ class STConfig:
             raise ValueError(f"output_space='all' narrows to n_genes // 8: n_genes must be >= 8, got {self.n_genes}")
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if self.decoder_genes < 0 or self.decoder_weight < 0 or any(w < 1 for w in self.decoder_hidden):
+            raise ValueError(
+                f"decoder_genes ({self.decoder_genes}) and decoder_weight ({self.decoder_weight}) must be >= 0 and "
+                f"the decoder_hidden widths {self.decoder_hidden} >= 1"
+            )
 
     @classmethod
     def tiny(cls, n_genes: int, pert_dim: int, **changes) -> STConfig:
         """A model of a few thousand parameters, for tests."""
-        sizes = dict(hidden_dim=16, n_layers=2, n_heads=2, ffn_dim=32, cell_set_len=8, dropout=0.0)
+        sizes = dict(hidden_dim=16, n_layers=2, n_heads=2, ffn_dim=32, cell_set_len=8, dropout=0.0, decoder_dropout=0.0)
         return replace(cls(n_genes, pert_dim, **sizes), **changes)
 
     @classmethod
@@ -91,7 +106,7 @@ class STConfig:
         """The book's CPU size (chapter 12): width 128, 2 Llama blocks of 4 heads, sets of 32 cells, the residual
         in hidden space (`output_space="gene"`), 2-layer MLPs, no dropout; a few hundred steps train it."""
         sizes = dict(hidden_dim=128, n_layers=2, n_heads=4, ffn_dim=256, cell_set_len=32, n_encoder_layers=2,
-                     n_decoder_layers=2, output_space="gene", dropout=0.0)  # fmt: skip
+                     n_decoder_layers=2, output_space="gene", dropout=0.0, decoder_dropout=0.0)  # fmt: skip
         return replace(cls(n_genes, pert_dim, **sizes), **changes)
 
     @classmethod
@@ -130,13 +145,16 @@ class StateTransition(nn.Module):
             self.final_down_then_up = nn.Sequential(
                 nn.Linear(c.n_genes, c.n_genes // 8), nn.GELU(), nn.Linear(c.n_genes // 8, c.n_genes)
             )
+        self.gene_decoder = None
+        if c.decoder_genes:
+            self.gene_decoder = GeneDecoder(c.n_genes, c.decoder_genes, c.decoder_hidden, c.decoder_dropout)
 
     def forward(self, basal: Tensor, pert: Tensor, batch: Tensor | None = None) -> Tensor:
-        """Predicted expression (sets, S, G) of the perturbed cells.
+        """Predicted expression (sets, S, G) of the perturbed cells (their embeddings, with a gene decoder).
 
         Parameters
         ----------
-        basal : (sets, S, G) the control cells' expression (log1p), one control per predicted cell.
+        basal : (sets, S, G) the control cells' expression (log1p), or embeddings, one control per predicted cell.
         pert : (sets, S, P) the perturbation of each cell (the same row for every cell of a set).
         batch : (sets, S) integer batch codes in [0, n_batches), only for a model with `n_batches > 0`.
         """
@@ -163,19 +181,51 @@ class StateTransition(nn.Module):
             out = self.final_down_then_up(self.project_out(h) + basal)
         else:
             out = self.project_out(h + basal_embedding)
-        return torch.relu(out)
+        return out if self.gene_decoder is not None else torch.relu(out)
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+    def decode(self, latent: Tensor) -> Tensor:
+        """Expression (..., decoder_genes) read from predicted embeddings (..., n_genes) by the gene decoder."""
+        if self.gene_decoder is None:
+            raise ValueError("this model has no gene decoder (decoder_genes=0): its output is already expression")
+        return self.gene_decoder(latent)
+
+    def loss(self, pred: Tensor, target: Tensor, target_genes: Tensor | None = None) -> Tensor:
         """ST's training loss between predicted and observed sets (sets, S, G): a scalar. Taught in chapter 12.
 
         "energy": the energy distance between each predicted set and its observed set (no cell is paired with
         another), averaged over sets; "mse": the mean squared error, cell by cell (it needs paired cells).
+        With a gene decoder, `target_genes` (sets, S, decoder_genes) is the observed expression, and the same
+        loss between the decoded sets and it is added with `decoder_weight` (chapter 13).
         """
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
-        if self.config.loss == "mse":
-            return F.mse_loss(pred, target)
-        return energy_distance(pred, target).mean()
+        distance = F.mse_loss if self.config.loss == "mse" else lambda x, y: energy_distance(x, y).mean()
+        loss = distance(pred, target)
+        if self.gene_decoder is None:
+            if target_genes is not None:
+                raise ValueError("target_genes is given but the model has no gene decoder (decoder_genes=0)")
+            return loss
+        if target_genes is None or target_genes.shape != (*pred.shape[:-1], self.config.decoder_genes):
+            got = None if target_genes is None else tuple(target_genes.shape)
+            raise ValueError(f"this model decodes {self.config.decoder_genes} genes: pass target_genes of shape "
+                             f"{(*pred.shape[:-1], self.config.decoder_genes)}, got {got}")  # fmt: skip
+        return loss + self.config.decoder_weight * distance(self.decode(pred), target_genes)
+
+
+class GeneDecoder(nn.Module):
+    """Arc's `LatentToGeneDecoder`: embeddings -> expression, [Linear, LayerNorm, GELU, Dropout] per hidden width,
+    then Linear and ReLU (expression is never negative). Taught in chapter 13."""
+
+    def __init__(self, latent_dim: int, n_genes: int, hidden: tuple[int, ...], dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip((latent_dim, *hidden[:-1]), hidden):
+            layers += [nn.Linear(width_in, width_out), nn.LayerNorm(width_out), nn.GELU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(hidden[-1] if hidden else latent_dim, n_genes), nn.ReLU()]
+        self.decoder = nn.Sequential(*layers)
+
+    def forward(self, latent: Tensor) -> Tensor:
+        return self.decoder(latent)
 
 
 # --- Arc's checkpoints ---------------------------------------------------------------------------------------
@@ -212,8 +262,11 @@ def load_arc_checkpoint(path: str | Path) -> StateTransition:
     (`state_sm`, `state`, `state_lg`) with expression in and out (`output_space` "all" or "gene"; "embedding"
     has the same forward as "gene"), a Linear or MLP basal encoder, with or without batch embedding. Not supported,
     with an error that names the option: the GPT-2 backbone, a causal Llama, grouped-query attention, LoRA
-    adapters, the confidence and batch tokens, the batch predictor, self-only attention (`mask_attn`), and a gene
-    decoder (ST on SE embeddings decoded to genes).
+    adapters, the confidence and batch tokens, the batch predictor, self-only attention (`mask_attn`), a residual
+    gene decoder, and a gene decoder on a model whose cells are expression (`embed_key` None or "X_hvg"). A model
+    on embeddings (`embed_key` such as "X_state") loads with its gene decoder (chapter 13); one without a decoder
+    (`gene_decoder_bool: False`, as in `state_sm.yaml`) loads as arc-state runs it: its outputs are embeddings,
+    through a ReLU.
     """
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
@@ -230,8 +283,16 @@ def load_arc_checkpoint(path: str | Path) -> StateTransition:
             refuse(f"{name}={hp.get(name)!r}")
     if (hp.get("lora") or {}).get("enable", False):
         refuse("a LoRA-adapted backbone (lora.enable=True)")
+    decoder = dict(hp.get("decoder_cfg") or {})
     if any(k.startswith("gene_decoder.") for k in state):
-        refuse("a gene decoder (gene_decoder.* weights)")
+        if hp.get("embed_key") in (None, "X_hvg"):
+            refuse(f"a gene decoder (gene_decoder.* weights) on expression (embed_key={hp.get('embed_key')!r})")
+        if not decoder or decoder.get("residual_decoder", False):
+            refuse("a gene decoder without decoder_cfg, or a residual one (residual_decoder=True)")
+        if decoder.get("latent_dim", hp["output_dim"]) != hp["output_dim"]:
+            refuse(f"a gene decoder reading {decoder['latent_dim']} dimensions from outputs of {hp['output_dim']}")
+    else:
+        decoder = {}
     if hp["input_dim"] != hp["output_dim"]:
         refuse(f"input_dim {hp['input_dim']} != output_dim {hp['output_dim']}")
     llama = dict(hp["transformer_backbone_kwargs"])
@@ -258,6 +319,8 @@ def load_arc_checkpoint(path: str | Path) -> StateTransition:
         residual=bool(hp.get("predict_residual", True)),
         activation=str(hp.get("activation", "gelu")).lower(), dropout=hp.get("dropout", 0.1),
         attention_dropout=llama.get("attention_dropout", 0.0), norm_eps=llama.get("rms_norm_eps", 1e-6), loss=loss,
+        decoder_genes=decoder.get("gene_dim", 0), decoder_hidden=tuple(decoder.get("hidden_dims", (512, 1024))),
+        decoder_weight=float(hp.get("decoder_weight", 1.0)), decoder_dropout=float(decoder.get("dropout", 0.1)),
     )  # fmt: skip
     model = StateTransition(config)
     weights = {_rename(k): v for k, v in state.items() if not k.startswith(_UNUSED)}

@@ -29,9 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from ..data.loading import CELL_TYPE, CONTROL, PERT, _require_columns
+from ..env import set_seed
+from ..train import History, TrainConfig, fit
 from ._matrix import gather_rows, log1p_matrix
+from .st import StateTransition, STConfig
 
-__all__ = ["PREDICTION_MAX", "STSets", "perturbation_features", "predict", "st_loss"]
+__all__ = ["PREDICTION_MAX", "STSets", "control_fallback", "perturbation_features", "predict", "st_loss", "train_st"]
 
 PREDICTION_MAX = 14.0  # predictions are clipped to [0, 14], as `state tx infer` does (cell-eval rejects max >= 15)
 _SETS_PER_FORWARD = 32  # predict: full windows of one group go through the model this many at a time
@@ -100,6 +103,28 @@ def perturbation_features(
     return pd.DataFrame(rows, index=names, columns=[f"feature_{i}" for i in range(rows.shape[1])])
 
 
+def control_fallback(features: pd.DataFrame, perturbations: Iterable[str], *, control: str = CONTROL) -> pd.DataFrame:
+    """`features` with a row for every perturbation it lacks: the control's row. Taught in chapter 13.
+
+    This is what `state tx infer` does, with a printed note, for a perturbation its table lacks: the model is told
+    "no perturbation", so it predicts the control. `predict` refuses such perturbations; this makes the reference's
+    behaviour explicit, e.g. to score a one-hot model on perturbations it never saw.
+    """
+    names = features.index.astype(str)
+    if str(control) not in names:
+        raise ValueError(f"features has no row for the control {control!r} to fall back to")
+    missing = [p for p in pd.unique(np.asarray([str(p) for p in perturbations], dtype=object)) if p not in names]
+    if missing:
+        warnings.warn(
+            f"{len(missing)} perturbations get the control's vector, so the model predicts no effect for them "
+            f"(as state tx infer does): {missing[:5]}",
+            stacklevel=2,
+        )
+    row = features.to_numpy()[names.get_loc(str(control))]
+    fallback = pd.DataFrame(np.tile(row, (len(missing), 1)), index=missing, columns=features.columns)
+    return pd.concat([features.set_axis(names), fallback.astype(features.dtypes.iloc[0])])
+
+
 def _feature_positions(features: pd.DataFrame, labels: np.ndarray, where: str) -> np.ndarray:
     """Row position in `features` of each label (not the rows themselves: 5120-d ESM-2 vectors for 300,000
     cells would take 6 GB); labels it lacks are an error that names them."""
@@ -113,6 +138,17 @@ def _feature_positions(features: pd.DataFrame, labels: np.ndarray, where: str) -
             "(gene features can; a one-hot of the training perturbations cannot), or leave those cells out"
         )
     return position
+
+
+def _embedding(adata: ad.AnnData, key: str, name: str) -> np.ndarray:
+    """`adata.obsm[key]` as a float32 array (cells, width); a missing key or non-finite values are errors."""
+    if key not in adata.obsm:
+        raise ValueError(f"{name}.obsm has no {key!r} (embed_key); it has {list(adata.obsm)}: embed the cells first, "
+                         "e.g. with models.se.embed_cells(model, adata, key=...)")  # fmt: skip
+    embedding = np.asarray(adata.obsm[key], dtype=np.float32)
+    if not np.isfinite(embedding).all():
+        raise ValueError(f"{name}.obsm[{key!r}] has NaN or infinite values")
+    return embedding
 
 
 def _labels(adata: ad.AnnData, column: str) -> np.ndarray:
@@ -139,7 +175,9 @@ class STSets:
     Each batch is a dict of tensors: "basal" (sets, S, G) the control cells' log1p expression, "pert"
     (sets, S, P) the perturbation's features (the same row for every cell of a set), "target" (sets, S, G)
     the observed cells, "target_index" and "basal_index" (sets, S) their row positions in adata, and, when
-    `batch_col` is given, "batch" (sets, S) the observed cells' batch codes, positions in `self.batches`.
+    `batch_col` is given, "batch" (sets, S) the observed cells' batch codes, positions in `self.batches`. With
+    `embed_key` the cells are their embeddings `obsm[embed_key]` (e.g. SE's), in "basal" and "target", and
+    "target_genes" (sets, S, G) holds the observed cells' log1p expression, for a model with a gene decoder.
     Each pass draws anew from the object's own generator (seeded once, as `SEBatches`): a `fit` resumed from a
     checkpoint sees other draws than an uninterrupted one.
 
@@ -166,6 +204,9 @@ class STSets:
         Sets also share a batch (cell-load's `use_batch`).
     controls_by_batch
         Controls come from the cell's batch when it has any (cell-load's `batch` mapping strategy).
+    embed_key
+        Read cells as `adata.obsm[embed_key]` (cell embeddings, chapter 13) rather than X; X (log1p) then gives
+        "target_genes".
     pert_col, control, context_col
         The perturbation column, the control label and the cell type column.
     """
@@ -181,6 +222,7 @@ class STSets:
         batch_col: str | None = None,
         sets_by_batch: bool = False,
         controls_by_batch: bool = False,
+        embed_key: str | None = None,
         pert_col: str = PERT,
         control: str = CONTROL,
         context_col: str = CELL_TYPE,
@@ -193,6 +235,7 @@ class STSets:
         batch_column = {"batch_col": batch_col} if batch_col else {}
         _require_columns(adata, pert_col=pert_col, context_col=context_col, **batch_column)
         self.X = log1p_matrix(adata, "adata")
+        self.embedding = None if embed_key is None else _embedding(adata, embed_key, "adata")
         self.set_size, self.sets_per_batch = int(set_size), int(sets_per_batch)
         self.rng = np.random.default_rng(seed)
         perts, contexts = _labels(adata, pert_col), _labels(adata, context_col)
@@ -266,15 +309,15 @@ class STSets:
         targets, basals = self.draw_sets()
         for start in range(0, len(targets), self.sets_per_batch):
             target, basal = targets[start : start + self.sets_per_batch], basals[start : start + self.sets_per_batch]
-            rows = gather_rows(self.X, np.concatenate([target.ravel(), basal.ravel()]))
-            rows = torch.from_numpy(rows).view(2, *target.shape, -1)
-            batch = {
-                "basal": rows[1],
-                "pert": torch.from_numpy(self.features[self.cell_feature[target]]),
-                "target": rows[0],
-                "target_index": torch.from_numpy(target),
-                "basal_index": torch.from_numpy(basal),
-            }
+            batch = {"pert": torch.from_numpy(self.features[self.cell_feature[target]])}
+            if self.embedding is None:
+                rows = gather_rows(self.X, np.concatenate([target.ravel(), basal.ravel()]))
+                batch["target"], batch["basal"] = torch.from_numpy(rows).view(2, *target.shape, -1)
+            else:
+                batch["basal"] = torch.from_numpy(self.embedding[basal])
+                batch["target"] = torch.from_numpy(self.embedding[target])
+                batch["target_genes"] = torch.from_numpy(gather_rows(self.X, target.ravel())).view(*target.shape, -1)
+            batch["target_index"], batch["basal_index"] = torch.from_numpy(target), torch.from_numpy(basal)
             if self.cell_batch is not None:
                 batch["batch"] = torch.from_numpy(self.cell_batch[target])
             yield batch
@@ -283,10 +326,48 @@ class STSets:
 def st_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     """ST's loss on one `STSets` batch, the `loss_fn` for `train.fit`. Taught in chapter 12.
 
-    The batch codes are given to a model that embeds batches (`n_batches > 0`) and left out otherwise.
+    The batch codes are given to a model that embeds batches (`n_batches > 0`) and left out otherwise; the
+    observed expression ("target_genes") to a model with a gene decoder.
     """
     codes = batch.get("batch") if model.config.n_batches else None
-    return model.loss(model(batch["basal"], batch["pert"], codes), batch["target"])
+    # target_genes (sets on embeddings) go to the loss even for a model without a decoder, which then says so
+    return model.loss(model(batch["basal"], batch["pert"], codes), batch["target"], batch.get("target_genes"))
+
+
+def train_st(
+    adata: ad.AnnData,
+    features: pd.DataFrame,
+    *,
+    steps: int = 800,
+    lr: float = 1e-3,
+    sets_per_batch: int = 8,
+    embed_key: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    **changes: Any,
+) -> tuple[StateTransition, History]:
+    """Build and train the book's small ST on `adata` in one call; returns (model, history). Taught in chapter 13.
+
+    Chapter 12's recipe: `STConfig.small` (with `changes`, e.g. `loss="mse"`), `STSets` of its `cell_set_len`
+    cells, `sets_per_batch` sets per update, `train.fit` for `steps` updates with AdamW at `lr` (warm-up, then
+    cosine), no validation. With `embed_key` the model reads and writes the cells' embeddings
+    `adata.obsm[embed_key]` and decodes them to `adata`'s genes (a gene decoder of hidden widths 256, 256 unless
+    `changes` says otherwise).
+    """
+    set_seed(seed)
+    if embed_key is None:
+        config = STConfig.small(adata.n_vars, features.shape[1], **changes)
+    else:
+        if embed_key not in adata.obsm:
+            raise ValueError(f"adata.obsm has no {embed_key!r} (embed_key); it has {list(adata.obsm)}")
+        width = np.shape(adata.obsm[embed_key])[1]
+        changes = {"decoder_genes": adata.n_vars, "decoder_hidden": (256, 256), **changes}
+        config = STConfig.small(width, features.shape[1], **changes)
+    model = StateTransition(config)
+    sets = STSets(adata, features, config.cell_set_len, sets_per_batch, seed=seed, embed_key=embed_key)
+    settings = TrainConfig(max_steps=steps, lr=lr, seed=seed, val_every=10**9, progress=progress)
+    history = fit(model, sets, st_loss, settings)
+    return model.eval(), history
 
 
 # --- inference -----------------------------------------------------------------------------------------------
@@ -329,6 +410,7 @@ def predict(
     seed: int = 0,
     batch_col: str | None = None,
     batches: Sequence[str] | None = None,
+    embed_key: str | None = None,
     pert_col: str = PERT,
     control: str = CONTROL,
     context_col: str = CELL_TYPE,
@@ -362,6 +444,11 @@ def predict(
     batch_col, batches
         For a model with a batch embedding: the template's batch column and the training batch names in code
         order (`STSets.batches`).
+    embed_key
+        For a model on cell embeddings with a gene decoder (chapter 13): the controls' embeddings are
+        `controls.obsm[embed_key]`, and the predicted embeddings are decoded to genes. The decoder writes the genes
+        it was trained on, in their order: `controls` must be cells with those genes (the training cells, as
+        `train_st` used them), and the template's genes, in any order, must be among them.
     pert_col, control, context_col
         The perturbation column, the control label and the cell type column.
     progress
@@ -386,17 +473,39 @@ def predict(
         raise ValueError(f"features has {features.shape[1]} columns, the model reads pert_dim={config.pert_dim}")
     perts = _labels(template, pert_col)
     table, cell_feature = features.to_numpy(np.float32), _feature_positions(features, perts, "the template")
+    if (embed_key is None) != (config.decoder_genes == 0):
+        raise ValueError(
+            "a model on cell embeddings (decoder_genes > 0) needs embed_key=... naming the controls' embedding, and "
+            f"a model on expression none (decoder_genes={config.decoder_genes}, embed_key={embed_key!r})"
+        )
     columns = controls.var_names.get_indexer(template.var_names)
-    if (columns < 0).any():
+    if embed_key is None and (columns < 0).any():
         raise ValueError(
             f"controls lack {int((columns < 0).sum())} genes of the template, e.g. "
             f"{list(template.var_names[columns < 0][:5])}: give controls with every template gene"
         )
-    if template.n_vars != config.n_genes:
+    if embed_key is not None and controls.n_vars != config.decoder_genes:
+        raise ValueError(
+            f"controls has {controls.n_vars} genes, the decoder writes {config.decoder_genes}: with embed_key, pass "
+            "controls with the genes the model was trained on, in their order (the training cells)"
+        )
+    if embed_key is not None and (columns < 0).any():
+        raise ValueError(
+            f"{int((columns < 0).sum())} genes of the template are not among the decoder's (controls' genes), e.g. "
+            f"{list(template.var_names[columns < 0][:5])}"
+        )
+    decoded_columns = torch.from_numpy(columns) if embed_key is not None else None  # decoder genes, template order
+    if embed_key is None and template.n_vars != config.n_genes:
         raise ValueError(f"the template has {template.n_vars} genes, the model predicts n_genes={config.n_genes}")
     codes = _batch_codes(template, model, batch_col, batches)
-    X = log1p_matrix(controls, "controls")
-    if np.array_equal(columns, np.arange(controls.n_vars)):
+    if embed_key is None:
+        X = log1p_matrix(controls, "controls")
+    else:  # the embedding of the controls, read whole; the genes are the decoder's
+        X = _embedding(controls, embed_key, "controls")
+        if X.shape[1] != config.n_genes:
+            raise ValueError(f"controls.obsm[{embed_key!r}] is {X.shape[1]} wide, the model reads {config.n_genes}")
+        columns = None
+    if columns is not None and np.array_equal(columns, np.arange(X.shape[1])):
         columns = None
 
     is_control = np.ones(controls.n_obs, dtype=bool)
@@ -432,7 +541,10 @@ def predict(
         rows = np.stack(windows)
         batch = None if codes is None else torch.from_numpy(codes[rows]).to(device)
         pert = torch.from_numpy(table[cell_feature[rows]])
-        pred = model(basal.to(device), pert.to(device), batch).float().cpu().numpy().reshape(rows.size, -1)
+        pred = model(basal.to(device), pert.to(device), batch)
+        if embed_key is not None:
+            pred = model.decode(pred)[..., decoded_columns.to(pred.device)]
+        pred = pred.float().cpu().numpy().reshape(rows.size, -1)
         nonlocal clipped
         clipped += int(np.count_nonzero((pred < 0) | (pred > PREDICTION_MAX)))
         out[rows.ravel()] = np.clip(pred, 0.0, PREDICTION_MAX)
