@@ -314,7 +314,7 @@ def calibrated_transfer_baseline(
     # A gene that no shared perturbation moves elsewhere (sum x*x = 0) has no evidence: with shrinkage 0, factor 1.
     evidence = (x * x).sum(axis=0) + shrinkage
     factor = np.divide((x * y).sum(axis=0) + shrinkage, evidence, out=np.ones(x.shape[1]), where=evidence > 0)
-    mean_effect = t.effects(context_col).mean(axis=0).to_numpy()
+    mean_effect = measured.groupby(level=pert_col).mean().mean(axis=0).to_numpy()  # as t.effects(...).mean(0)
     rows = []
     for p in t.counts.index:
         if p in own.index:

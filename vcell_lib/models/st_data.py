@@ -358,9 +358,7 @@ def train_st(
     if embed_key is None:
         config = STConfig.small(adata.n_vars, features.shape[1], **changes)
     else:
-        if embed_key not in adata.obsm:
-            raise ValueError(f"adata.obsm has no {embed_key!r} (embed_key); it has {list(adata.obsm)}")
-        width = np.shape(adata.obsm[embed_key])[1]
+        width = _embedding(adata, embed_key, "adata").shape[1]
         changes = {"decoder_genes": adata.n_vars, "decoder_hidden": (256, 256), **changes}
         config = STConfig.small(width, features.shape[1], **changes)
     model = StateTransition(config)
@@ -479,24 +477,22 @@ def predict(
             f"a model on expression none (decoder_genes={config.decoder_genes}, embed_key={embed_key!r})"
         )
     columns = controls.var_names.get_indexer(template.var_names)
-    if embed_key is None and (columns < 0).any():
-        raise ValueError(
-            f"controls lack {int((columns < 0).sum())} genes of the template, e.g. "
-            f"{list(template.var_names[columns < 0][:5])}: give controls with every template gene"
-        )
-    if embed_key is not None and controls.n_vars != config.decoder_genes:
-        raise ValueError(
-            f"controls has {controls.n_vars} genes, the decoder writes {config.decoder_genes}: with embed_key, pass "
-            "controls with the genes the model was trained on, in their order (the training cells)"
-        )
-    if embed_key is not None and (columns < 0).any():
-        raise ValueError(
-            f"{int((columns < 0).sum())} genes of the template are not among the decoder's (controls' genes), e.g. "
-            f"{list(template.var_names[columns < 0][:5])}"
-        )
-    decoded_columns = torch.from_numpy(columns) if embed_key is not None else None  # decoder genes, template order
-    if embed_key is None and template.n_vars != config.n_genes:
-        raise ValueError(f"the template has {template.n_vars} genes, the model predicts n_genes={config.n_genes}")
+    lacking = f"{int((columns < 0).sum())} genes of the template, e.g. {list(template.var_names[columns < 0][:5])}"
+    decoded_columns = None
+    if embed_key is None:
+        if (columns < 0).any():
+            raise ValueError(f"controls lack {lacking}: give controls with every template gene")
+        if template.n_vars != config.n_genes:
+            raise ValueError(f"the template has {template.n_vars} genes, the model predicts n_genes={config.n_genes}")
+    else:
+        if controls.n_vars != config.decoder_genes:
+            raise ValueError(
+                f"controls has {controls.n_vars} genes, the decoder writes {config.decoder_genes}: with embed_key, "
+                "pass controls with the genes the model was trained on, in their order (the training cells)"
+            )
+        if (columns < 0).any():
+            raise ValueError(f"{lacking} are not among the decoder's (controls' genes)")
+        decoded_columns = torch.from_numpy(columns)  # the decoder's genes in the template's order
     codes = _batch_codes(template, model, batch_col, batches)
     if embed_key is None:
         X = log1p_matrix(controls, "controls")
